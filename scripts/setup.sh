@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks to build, run and test roomcast. Idempotent, and quiet and
+# fast (a few version checks) when everything is already there. Run by `npm run dev` and
+# `npm test`; safe to run by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "setup: $*" >&2; }
+lock_version() { # version of a crate in Cargo.lock
+  awk -v n="$1" '$0=="name = \""n"\""{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock
+}
+
+command -v cargo >/dev/null || { say "cargo is required (https://rustup.rs)"; exit 1; }
+command -v node >/dev/null || { say "Node.js >= 20 is required"; exit 1; }
+
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown >&2
+fi
+
+# worker-build must match the `worker` crate; wasm-bindgen-cli must match Cargo.lock exactly.
+# Both are built from crates.io: worker-build's own downloads of them reach GitHub, which many
+# networks (and CI here) cannot.
+worker_v=$(lock_version worker)
+bindgen_v=$(lock_version wasm-bindgen)
+if [ "$(worker-build --version 2>/dev/null | awk '{print $2}')" != "$worker_v" ]; then
+  say "installing worker-build $worker_v (once; a few minutes)"
+  cargo install -q worker-build --version "$worker_v" >&2
+fi
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$bindgen_v" ]; then
+  say "installing wasm-bindgen-cli $bindgen_v (once; a few minutes)"
+  cargo install -q wasm-bindgen-cli --version "$bindgen_v" >&2
+fi
+
+# npm packages (wrangler, miniflare, binaryen's wasm-opt, test deps), pinned by package-lock.json.
+stamp=node_modules/.roomcast-lock
+if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+  say "installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error >&2
+  cp package-lock.json "$stamp"
+fi
+
+# Local development settings: copied once, never overwritten.
+if [ ! -f .dev.vars ]; then
+  cp .dev.vars.example .dev.vars
+  say "created .dev.vars from .dev.vars.example"
+fi

@@ -1,0 +1,303 @@
+//! Notifications: validating a publish (SPEC, "Publishing") and rendering its frame.
+//!
+//! The Worker validates and renders everything that does not depend on the room, so the room's
+//! Durable Object (the one serial point of a room) only prefixes `id` and `seq` and appends
+//! `attempt`: it never parses or re-serializes `data`.
+
+use crate::error::ApiError;
+use crate::protocol::{is_valid_type, RESERVED_TYPES};
+use crate::time;
+use serde_json::{Map, Value};
+
+/// Longest client-chosen id or idempotency key.
+pub const MAX_ID_LEN: usize = 128;
+
+/// A validated publish, ready for a room to number and store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    /// The notification id: the publisher's `id`, or one the server generated.
+    pub id: String,
+    /// The notification `type`.
+    pub kind: String,
+    pub requires_ack: bool,
+    /// `success`, `error` or `pending`.
+    pub status: String,
+    /// What makes a repeat a duplicate: the `Idempotency-Key` header, else the body's `id`.
+    pub idempotency_key: Option<String>,
+    /// The frame's members after `id` and `seq`, as JSON text without braces:
+    /// `"type":…,"data":…,"status":…,"timestamp":…[,"requestId":…][,"error":…],"requiresAck":…`.
+    pub members: String,
+}
+
+const FIELDS: [&str; 8] = [
+    "type",
+    "data",
+    "status",
+    "timestamp",
+    "requestId",
+    "error",
+    "requiresAck",
+    "id",
+];
+
+impl Draft {
+    /// Validates a publish body (`message` of `POST /broadcast`, or the whole body of a room
+    /// broadcast).
+    ///
+    /// `now_ms` fills a missing `timestamp`; `new_id` is called only when the body has no `id`;
+    /// `default_request_id` fills a missing `requestId` (the top-level one of `POST /broadcast`).
+    pub fn from_json(
+        body: Value,
+        idempotency_header: Option<&str>,
+        default_request_id: Option<&str>,
+        now_ms: i64,
+        new_id: impl FnOnce() -> String,
+    ) -> Result<Draft, ApiError> {
+        let Value::Object(mut obj) = body else {
+            return Err(invalid("the notification must be a JSON object"));
+        };
+        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(invalid(format!(
+                "unknown field {unknown:?}; allowed: {}",
+                FIELDS.join(", ")
+            )));
+        }
+
+        let kind = match obj.remove("type") {
+            Some(Value::String(t)) if is_valid_type(&t) => t,
+            Some(Value::String(_)) => {
+                return Err(invalid(
+                    "\"type\" must be 1-128 characters of [A-Za-z0-9_.:-]",
+                ))
+            }
+            Some(_) => return Err(invalid("\"type\" must be a string")),
+            None => return Err(invalid("\"type\" is required")),
+        };
+        if RESERVED_TYPES.contains(&kind.as_str()) {
+            return Err(ApiError::ReservedType(kind));
+        }
+
+        let data = match obj.remove("data") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(v @ Value::Object(_)) => v,
+            Some(_) => return Err(invalid("\"data\" must be a JSON object")),
+        };
+
+        let status = match obj.remove("status") {
+            None | Some(Value::Null) => "success".to_owned(),
+            Some(Value::String(s)) if matches!(s.as_str(), "success" | "error" | "pending") => s,
+            Some(_) => {
+                return Err(invalid(
+                    "\"status\" must be \"success\", \"error\" or \"pending\"",
+                ))
+            }
+        };
+
+        let timestamp = match obj.remove("timestamp") {
+            None | Some(Value::Null) => time::iso_from_ms(now_ms),
+            Some(Value::String(s)) => time::normalize_iso(&s).ok_or_else(|| {
+                invalid("\"timestamp\" must be an ISO-8601 date-time with a zone, e.g. 2026-01-20T10:00:00.000Z")
+            })?,
+            Some(_) => return Err(invalid("\"timestamp\" must be a string")),
+        };
+
+        let request_id = optional_string(&mut obj, "requestId")?
+            .or_else(|| default_request_id.map(str::to_owned));
+        let error = optional_string(&mut obj, "error")?;
+
+        let requires_ack = match obj.remove("requiresAck") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(invalid("\"requiresAck\" must be true or false")),
+        };
+
+        let given_id = match obj.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if valid_key(&s) => Some(s),
+            Some(_) => {
+                return Err(invalid(format!(
+                    "\"id\" must be a string of 1-{MAX_ID_LEN} printable ASCII characters"
+                )))
+            }
+        };
+
+        let idempotency_key = match idempotency_header.map(str::trim) {
+            Some(k) if valid_key(k) => Some(k.to_owned()),
+            Some(_) => {
+                return Err(invalid(format!(
+                    "Idempotency-Key must be 1-{MAX_ID_LEN} printable ASCII characters"
+                )))
+            }
+            None => given_id.clone(),
+        };
+
+        let mut members = String::with_capacity(128);
+        push_member(&mut members, "type", &Value::String(kind.clone()));
+        push_member(&mut members, "data", &data);
+        push_member(&mut members, "status", &Value::String(status.clone()));
+        push_member(&mut members, "timestamp", &Value::String(timestamp));
+        if let Some(r) = request_id {
+            push_member(&mut members, "requestId", &Value::String(r));
+        }
+        if let Some(e) = error {
+            push_member(&mut members, "error", &Value::String(e));
+        }
+        push_member(&mut members, "requiresAck", &Value::Bool(requires_ack));
+
+        Ok(Draft {
+            id: given_id.unwrap_or_else(new_id),
+            kind,
+            requires_ack,
+            status,
+            idempotency_key,
+            members,
+        })
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> ApiError {
+    ApiError::InvalidBody(msg.into())
+}
+
+fn optional_string(obj: &mut Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
+    match obj.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(format!("\"{name}\" must be a string"))),
+    }
+}
+
+/// 1–128 printable ASCII characters: safe in headers, logs and JSON without surprises.
+fn valid_key(s: &str) -> bool {
+    (1..=MAX_ID_LEN).contains(&s.len()) && s.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+fn push_member(out: &mut String, name: &str, value: &Value) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push('"');
+    out.push_str(name);
+    out.push_str("\":");
+    out.push_str(&value.to_string());
+}
+
+/// The stored form of a notification: its frame without `attempt`, a complete JSON object.
+pub fn render_payload(id: &str, seq: u64, members: &str) -> String {
+    let id = Value::String(id.to_owned()).to_string();
+    let mut out = String::with_capacity(id.len() + members.len() + 32);
+    out.push_str("{\"id\":");
+    out.push_str(&id);
+    out.push_str(",\"seq\":");
+    out.push_str(&seq.to_string());
+    out.push(',');
+    out.push_str(members);
+    out.push('}');
+    out
+}
+
+/// The frame sent to clients: the stored payload plus `attempt`.
+pub fn render_frame(payload: &str, attempt: u32) -> String {
+    let body = payload.strip_suffix('}').unwrap_or(payload);
+    format!("{body},\"attempt\":{attempt}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn draft(body: Value) -> Result<Draft, ApiError> {
+        Draft::from_json(body, None, None, 1_768_903_200_000, || "gen-1".into())
+    }
+
+    #[test]
+    fn the_spec_example_renders_to_a_frame() {
+        let d = draft(json!({"type":"note.creation.completed","data":{"entityId":"note-456","title":"My Note"},
+            "status":"success","timestamp":"2026-01-20T10:00:00.000Z","requestId":"req-abc",
+            "error":null,"requiresAck":true,"id":"optional-client-chosen-id"}))
+        .unwrap();
+        assert_eq!(d.id, "optional-client-chosen-id");
+        assert_eq!(
+            d.idempotency_key.as_deref(),
+            Some("optional-client-chosen-id")
+        );
+        assert!(d.requires_ack);
+        let frame: Value =
+            serde_json::from_str(&render_frame(&render_payload(&d.id, 7, &d.members), 2)).unwrap();
+        assert_eq!(
+            frame,
+            json!({"id":"optional-client-chosen-id","seq":7,"type":"note.creation.completed",
+                "data":{"entityId":"note-456","title":"My Note"},"status":"success",
+                "timestamp":"2026-01-20T10:00:00.000Z","requestId":"req-abc","requiresAck":true,"attempt":2})
+        );
+    }
+
+    #[test]
+    fn defaults_are_filled() {
+        let d = draft(json!({"type":"x"})).unwrap();
+        assert_eq!((d.id.as_str(), d.idempotency_key.as_ref()), ("gen-1", None));
+        let v: Value = serde_json::from_str(&format!("{{{}}}", d.members)).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"x","data":{},"status":"success","timestamp":"2026-01-20T10:00:00.000Z","requiresAck":false})
+        );
+        let d = Draft::from_json(json!({"type":"x"}), Some("k1"), Some("r9"), 0, || {
+            "g".into()
+        })
+        .unwrap();
+        assert_eq!(d.idempotency_key.as_deref(), Some("k1"));
+        assert!(d.members.contains(r#""requestId":"r9""#));
+    }
+
+    #[test]
+    fn timestamps_are_normalised_to_utc_z() {
+        let d = draft(json!({"type":"x","timestamp":"2026-01-20T12:00:00+02:00"})).unwrap();
+        assert!(d
+            .members
+            .contains(r#""timestamp":"2026-01-20T10:00:00.000Z""#));
+    }
+
+    #[test]
+    fn bad_bodies_get_clear_errors() {
+        let cases = [
+            (json!([]), "object"),
+            (json!({}), "\"type\" is required"),
+            (json!({"type":""}), "1-128"),
+            (json!({"type":"a b"}), "1-128"),
+            (json!({"type":5}), "string"),
+            (json!({"type":"x","data":[1]}), "\"data\""),
+            (json!({"type":"x","status":"done"}), "\"status\""),
+            (json!({"type":"x","timestamp":"yesterday"}), "ISO-8601"),
+            (json!({"type":"x","requiresAck":"yes"}), "requiresAck"),
+            (json!({"type":"x","id":""}), "\"id\""),
+            (json!({"type":"x","id":"a".repeat(129)}), "\"id\""),
+            (
+                json!({"type":"x","requireAck":true}),
+                "unknown field \"requireAck\"",
+            ),
+            (json!({"type":"x","error":{"m":1}}), "\"error\""),
+        ];
+        for (body, needle) in cases {
+            let err = draft(body.clone()).unwrap_err();
+            assert_eq!(err.code(), "invalid_body", "{body}");
+            assert!(err.message().contains(needle), "{body}: {}", err.message());
+        }
+        for reserved in RESERVED_TYPES {
+            assert_eq!(
+                draft(json!({ "type": reserved })).unwrap_err().code(),
+                "reserved_type"
+            );
+        }
+        let err = Draft::from_json(json!({"type":"x"}), Some(" "), None, 0, String::new);
+        assert!(err.unwrap_err().message().contains("Idempotency-Key"));
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let d = draft(json!({"type":"x","id":"q\"uote\\","data":{"s":"\"\\\n\u{2028}"}})).unwrap();
+        let v: Value = serde_json::from_str(&render_payload(&d.id, 1, &d.members)).unwrap();
+        assert_eq!(v["id"], "q\"uote\\");
+        assert_eq!(v["data"]["s"], "\"\\\n\u{2028}");
+    }
+}

@@ -1,0 +1,673 @@
+//! `NotificationRoom`: the Durable Object of one room. Thin glue: it turns runtime events
+//! (requests from the Worker, socket messages, the alarm) into calls on the plain types and the
+//! durable log, and their results back into sends, closes and responses.
+//!
+//! Nothing that matters lives only in memory: connections come back from the runtime's
+//! hibernated sockets and their attachments, everything else from the log. The in-memory
+//! `Room` is a cache rebuilt whenever the object wakes.
+
+use crate::auth::LEEWAY_SECS;
+use crate::config::Settings;
+use crate::delivery::{recovered, DeliveryStatus, PendingState, Retention, RetryPolicy, Step};
+use crate::error::ApiError;
+use crate::internal::{header, path};
+use crate::limits::{Admission, ConnectionGuard};
+use crate::notification::{render_frame, render_payload};
+use crate::protocol::{server, ClientFrame, TypeFilter};
+use crate::runtime::{log, now_ms, random_id};
+use crate::storage::{Entry, NewEntry, RoomLog};
+use crate::{http, time};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::cell::{RefCell, RefMut};
+use std::collections::HashMap;
+use worker::wasm_bindgen::{self, prelude::*, JsCast};
+use worker::{
+    durable_object, js_sys, DurableObject, Env, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
+};
+
+/// What each hibernatable socket carries across hibernation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Attachment {
+    id: String,
+    sub: String,
+    /// Token expiry, Unix seconds.
+    exp: i64,
+    types: Vec<String>,
+}
+
+/// A live connection, as the room caches it.
+struct Conn {
+    ws: WebSocket,
+    id: String,
+    sub: String,
+    /// When the socket must close for its token (ms).
+    closes_at: i64,
+    filter: TypeFilter,
+}
+
+/// The awake room: settings, the log, and caches rebuilt on wake.
+struct Room {
+    id: String,
+    settings: Settings,
+    log: RoomLog,
+    last_seq: u64,
+    conns: Vec<Conn>,
+    guards: HashMap<String, ConnectionGuard>,
+    /// Ms of the scheduled alarm: `None` for none, not yet known after a wake.
+    alarm_at: Option<Option<i64>>,
+}
+
+#[durable_object]
+pub struct NotificationRoom {
+    state: State,
+    env: Env,
+    room: RefCell<Option<Room>>,
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// The runtime's socket, for sending a JS string built once per frame instead of copying
+    /// the frame out of wasm memory once per socket.
+    type RawSocket;
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_js(this: &RawSocket, data: &js_sys::JsString) -> std::result::Result<(), JsValue>;
+}
+
+/// Sends one frame to each connection; returns the indexes of sockets that refused it (closed).
+fn fan_out<'a>(conns: impl Iterator<Item = (usize, &'a Conn)>, frame: &str) -> Vec<usize> {
+    let text = js_sys::JsString::from(frame);
+    let mut dead = Vec::new();
+    for (i, c) in conns {
+        let raw: &RawSocket = c.ws.as_ref().unchecked_ref();
+        if raw.send_js(&text).is_err() {
+            dead.push(i);
+        }
+    }
+    dead
+}
+
+impl Room {
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            interval_ms: self.settings.ack_retry_interval_ms as i64,
+            max_attempts: self.settings.ack_max_attempts,
+        }
+    }
+
+    fn retention(&self) -> Retention {
+        Retention {
+            limit: self.settings.history_limit.into(),
+            ttl_ms: self.settings.history_ttl_seconds as i64 * 1000,
+        }
+    }
+
+    /// Sends a frame to every connection whose filter matches `kind`; returns how many.
+    fn broadcast(&mut self, kind: &str, frame: &str) -> u32 {
+        let targets = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.filter.matches(kind));
+        let count = self.conns.iter().filter(|c| c.filter.matches(kind)).count();
+        let dead = fan_out(targets, frame);
+        self.forget(dead);
+        count as u32
+    }
+
+    /// Drops cached connections whose sockets are gone (their close event also arrives).
+    fn forget(&mut self, mut dead: Vec<usize>) {
+        dead.sort_unstable();
+        for i in dead.into_iter().rev() {
+            let c = self.conns.swap_remove(i);
+            self.guards.remove(&c.id);
+        }
+    }
+
+    fn conn_index(&self, ws: &WebSocket) -> Option<usize> {
+        let id = ws.deserialize_attachment::<Attachment>().ok()??.id;
+        self.conns.iter().position(|c| c.id == id)
+    }
+
+    /// When the alarm must next run: the earliest running round's end or token expiry.
+    fn next_alarm(&self, now: i64) -> Result<Option<i64>> {
+        let retry = self.log.next_round_due(now, self.policy().interval_ms)?;
+        let expiry = self.conns.iter().map(|c| c.closes_at).min();
+        Ok(match (retry, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Sends `pending` entries per the retry policy: due ones start a round for every matching
+    /// connection, running ones go to `newcomer` only (if any), exhausted ones fail.
+    fn deliver_pending(
+        &mut self,
+        pending: Vec<Entry>,
+        newcomer: Option<usize>,
+        now: i64,
+    ) -> Result<()> {
+        let policy = self.policy();
+        let (mut rounds, mut failed) = (Vec::new(), Vec::new());
+        for e in pending {
+            let state = PendingState {
+                attempts: e.attempts,
+                last_attempt_at: e.last_attempt_at,
+            };
+            match policy.step(state, now) {
+                Step::Round { attempt } => {
+                    if self.broadcast(&e.kind, &render_frame(&e.payload, attempt)) > 0 {
+                        rounds.push(e.seq);
+                        log(
+                            "retry",
+                            json!({"room": self.id, "id": e.id, "seq": e.seq, "attempt": attempt}),
+                        );
+                    }
+                }
+                Step::InRound { attempt, .. } => {
+                    // A dead newcomer is dropped by its own close event.
+                    if let Some(c) = newcomer.and_then(|i| self.conns.get(i)) {
+                        if c.filter.matches(&e.kind) {
+                            let _ = c.ws.send_with_str(render_frame(&e.payload, attempt));
+                        }
+                    }
+                }
+                Step::Fail => {
+                    failed.push(e.seq);
+                    log(
+                        "failed",
+                        json!({"room": self.id, "id": e.id, "seq": e.seq, "attempts": e.attempts}),
+                    );
+                }
+            }
+        }
+        self.log.record_round(&rounds, now)?;
+        self.log.fail(&failed)?;
+        Ok(())
+    }
+}
+
+impl NotificationRoom {
+    /// The awake room, opened (schema, caches) on first use after a wake.
+    fn room(&self) -> Result<RefMut<'_, Room>> {
+        let mut slot = self.room.borrow_mut();
+        if slot.is_none() {
+            let settings = crate::runtime::settings(&self.env).map_err(|e| e.message())?;
+            let log = RoomLog::open(self.state.storage().sql())?;
+            let last_seq = log.last_seq()?;
+            let now = now_ms();
+            let mut guards = HashMap::new();
+            let conns = self
+                .state
+                .get_websockets()
+                .into_iter()
+                .filter_map(|ws| {
+                    let a = ws.deserialize_attachment::<Attachment>().ok()??;
+                    guards.insert(
+                        a.id.clone(),
+                        ConnectionGuard::new(settings.rate_limit_per_minute, now),
+                    );
+                    Some(Conn {
+                        filter: TypeFilter::from_stored(&a.types),
+                        closes_at: (a.exp + LEEWAY_SECS) * 1000,
+                        ws,
+                        id: a.id,
+                        sub: a.sub,
+                    })
+                })
+                .collect();
+            let id = log.room_id()?.unwrap_or_default();
+            *slot = Some(Room {
+                id,
+                settings,
+                log,
+                last_seq,
+                conns,
+                guards,
+                alarm_at: None,
+            });
+        }
+        Ok(RefMut::map(slot, |r| r.as_mut().expect("opened above")))
+    }
+
+    /// Makes sure the alarm runs by `at` (ms), or not at all when `at` is None.
+    async fn schedule(&self, at: Option<i64>) -> Result<()> {
+        let known = self.room()?.alarm_at;
+        let current = match known {
+            Some(c) => c,
+            None => self.state.storage().get_alarm().await?,
+        };
+        let storage = self.state.storage();
+        let new = match (current, at) {
+            (Some(c), Some(a)) if c <= a => Some(c),
+            (_, Some(a)) => {
+                storage.set_alarm(a).await?;
+                Some(a)
+            }
+            (c, None) => c,
+        };
+        self.room()?.alarm_at = Some(new);
+        Ok(())
+    }
+
+    fn subscribe(&self, req: &Request) -> Result<Response> {
+        let h = |name| req.headers().get(name).ok().flatten().unwrap_or_default();
+        let sub = h(header::SUB);
+        let exp: i64 = h(header::EXP).parse().unwrap_or(0);
+        let since: Option<u64> = h(header::SINCE).parse().ok();
+        let types = h(header::TYPES);
+        let patterns: Vec<String> = types
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let now = now_ms();
+        let mut room = self.room()?;
+        let room = &mut *room;
+
+        if room.conns.len() >= room.settings.max_connections_per_room as usize {
+            log(
+                "limit_refused",
+                json!({"room": room.id, "limit": "room", "sub": sub}),
+            );
+            return http::error(&ApiError::RoomFull {
+                retry_after_secs: 30,
+            });
+        }
+        let per_user = room.conns.iter().filter(|c| c.sub == sub).count();
+        if per_user >= room.settings.max_connections_per_user as usize {
+            log(
+                "limit_refused",
+                json!({"room": room.id, "limit": "user", "sub": sub}),
+            );
+            return http::error(&ApiError::UserConnectionLimit {
+                retry_after_secs: 30,
+            });
+        }
+
+        let pair = WebSocketPair::new()?;
+        let attachment = Attachment {
+            id: random_id(),
+            sub,
+            exp,
+            types: patterns,
+        };
+        self.state.accept_web_socket(&pair.server);
+        pair.server.serialize_attachment(&attachment)?;
+        room.guards.insert(
+            attachment.id.clone(),
+            ConnectionGuard::new(room.settings.rate_limit_per_minute, now),
+        );
+
+        // Connected, then the replay, then (after this synchronous block) live frames: no
+        // publish can run in between, so nothing is lost or doubled at the seam.
+        let is_recovered = match since {
+            Some(s) => Some(recovered(s, room.last_seq, room.log.pruned_through()?)),
+            None => None,
+        };
+        let hello = server::connected(
+            &room.id,
+            &attachment.id,
+            room.last_seq,
+            is_recovered,
+            &time::iso_from_ms(now),
+        );
+        pair.server.send_with_str(&hello)?;
+        room.conns.push(Conn {
+            ws: pair.server.clone(),
+            id: attachment.id.clone(),
+            sub: attachment.sub.clone(),
+            closes_at: (exp + LEEWAY_SECS) * 1000,
+            filter: TypeFilter::from_stored(&attachment.types),
+        });
+        let me = room.conns.len() - 1;
+        let replayed = match since {
+            None => {
+                let pending = room.log.pending()?;
+                let n = pending.len();
+                room.deliver_pending(pending, Some(me), now)?;
+                n
+            }
+            Some(s) => {
+                let entries = room.log.after(s, u32::MAX)?;
+                let n = entries.len();
+                let (pending, settled): (Vec<_>, Vec<_>) = entries
+                    .into_iter()
+                    .partition(|e| e.status() == DeliveryStatus::Pending);
+                let filter = room.conns[me].filter.clone();
+                let mut pending = pending.into_iter().peekable();
+                // Keep seq order across settled and pending entries.
+                for e in settled {
+                    while let Some(p) = pending.next_if(|p| p.seq < e.seq) {
+                        room.deliver_pending(vec![p], Some(me), now)?;
+                    }
+                    if filter.matches(&e.kind) {
+                        let frame = render_frame(&e.payload, e.attempts.max(1));
+                        pair.server.send_with_str(&frame)?;
+                    }
+                }
+                room.deliver_pending(pending.collect(), Some(me), now)?;
+                n
+            }
+        };
+        log(
+            "connect",
+            json!({"room": room.id, "connection": attachment.id, "sub": attachment.sub,
+                   "since": since, "replayed": replayed, "connections": room.conns.len()}),
+        );
+        Response::from_websocket(pair.client)
+    }
+
+    async fn publish(&self, mut req: Request) -> Result<Response> {
+        let h = |name| req.headers().get(name).ok().flatten();
+        let (Some(id), Some(kind), Some(status)) =
+            (h(header::ID), h(header::TYPE), h(header::STATUS))
+        else {
+            return http::error(&ApiError::InvalidBody("malformed internal publish".into()));
+        };
+        let requires_ack = h(header::ACK).as_deref() == Some("1");
+        let key = h(header::KEY);
+        let members = req.text().await?;
+
+        // From here to the response, no await: seq assignment is atomic.
+        let now = now_ms();
+        let mut room = self.room()?;
+        if let Some(k) = &key {
+            if let Some(first) = room.log.find_by_key(k)? {
+                return http::json(
+                    200,
+                    publish_result(&first.id, first.seq, first.broadcast_count, true),
+                );
+            }
+        }
+        let seq = room.last_seq + 1;
+        let payload = render_payload(&id, seq, &members);
+        let count = room
+            .conns
+            .iter()
+            .filter(|c| c.filter.matches(&kind))
+            .count() as u32;
+        let appended = room.log.append(&NewEntry {
+            seq,
+            id: &id,
+            kind: &kind,
+            payload: &payload,
+            status: &status,
+            requires_ack,
+            idempotency_key: key.as_deref(),
+            now,
+            broadcast_count: count,
+        });
+        if let Err(e) = appended {
+            if room.log.has_id(&id)? {
+                return http::error(&ApiError::DuplicateId(id));
+            }
+            return Err(e);
+        }
+        room.last_seq = seq;
+        room.broadcast(&kind, &render_frame(&payload, 1));
+
+        let (seq_cutoff, created_cutoff) = room.retention().cutoffs(seq, now);
+        room.log.prune(seq_cutoff, created_cutoff)?;
+        log(
+            "publish",
+            json!({"room": room.id, "id": id, "seq": seq, "type": kind, "requiresAck": requires_ack,
+                   "broadcastCount": count}),
+        );
+        let body = publish_result(&id, seq, count, false);
+        let retry_at = (requires_ack && count > 0).then(|| now + room.policy().interval_ms);
+        drop(room);
+        if retry_at.is_some() {
+            self.schedule(retry_at).await?;
+        }
+        http::json(200, body)
+    }
+
+    fn history(&self, req: &Request) -> Result<Response> {
+        let h = |name| req.headers().get(name).ok().flatten().unwrap_or_default();
+        let since: u64 = h(header::SINCE).parse().unwrap_or(0);
+        let limit: u32 = h(header::LIMIT).parse().unwrap_or(100);
+        let room = self.room()?;
+        let mut rows = room.log.after(since, limit + 1)?;
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let mut out = String::with_capacity(256 + rows.len() * 256);
+        out.push_str(&format!(
+            "{{\"success\":true,\"roomId\":{},\"lastSeq\":{},\"hasMore\":{},\"notifications\":[",
+            json!(room.id),
+            room.last_seq,
+            has_more
+        ));
+        for (i, e) in rows.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(e.payload.strip_suffix('}').unwrap_or(&e.payload));
+            out.push_str(&format!(
+                ",\"deliveryStatus\":\"{}\",\"attempts\":{},\"ackedAt\":{},\"ackedBy\":{}}}",
+                e.status().as_str(),
+                e.attempts,
+                json!(e.acked_at.map(time::iso_from_ms)),
+                json!(e.acked_by),
+            ));
+        }
+        out.push_str("]}");
+        http::json(200, out)
+    }
+
+    fn health(&self) -> Result<Response> {
+        let room = self.room()?;
+        let (pending, failed) = room.log.delivery_counts()?;
+        let (last_at, publishes) = room.log.publish_stats()?;
+        let body = json!({
+            "ok": true,
+            "roomId": room.id,
+            "connections": room.conns.len(),
+            "pendingAcks": pending,
+            "failedAcks": failed,
+            "lastSeq": room.last_seq,
+            "publishes": publishes,
+            "lastBroadcastAt": (last_at > 0).then(|| time::iso_from_ms(last_at)),
+        });
+        http::json(200, body.to_string())
+    }
+
+    /// Persists a connection's new filter (it must survive hibernation) and confirms it.
+    fn refilter(ws: &WebSocket, conn: &Conn) -> Result<()> {
+        ws.serialize_attachment(&Attachment {
+            id: conn.id.clone(),
+            sub: conn.sub.clone(),
+            exp: conn.closes_at / 1000 - LEEWAY_SECS,
+            types: conn.filter.patterns(),
+        })?;
+        ws.send_with_str(server::subscribed(&conn.filter))
+    }
+
+    /// Closes a connection with `code` and forgets it.
+    fn close(&self, room: &mut Room, ws: &WebSocket, code: u16, reason: &str) {
+        let _ = ws.close(Some(code), Some(reason));
+        if let Some(i) = room.conn_index(ws) {
+            let c = room.conns.swap_remove(i);
+            room.guards.remove(&c.id);
+            log(
+                "disconnect",
+                json!({"room": room.id, "connection": c.id, "code": code, "reason": reason}),
+            );
+        }
+    }
+}
+
+fn publish_result(id: &str, seq: u64, count: u32, duplicate: bool) -> String {
+    json!({"success": true, "broadcastCount": count, "id": id, "seq": seq, "duplicate": duplicate})
+        .to_string()
+}
+
+impl DurableObject for NotificationRoom {
+    fn new(state: State, env: Env) -> Self {
+        console_error_panic_hook::set_once();
+        // Text `ping` is answered by the runtime without waking the room.
+        if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
+            state.set_websocket_auto_response(&pair);
+        }
+        NotificationRoom {
+            state,
+            env,
+            room: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        if let Some(id) = req.headers().get(header::ROOM)? {
+            let mut room = self.room()?;
+            if room.id != id {
+                room.log.set_room_id(&id)?;
+                room.id = id;
+            }
+        }
+        match req.path().as_str() {
+            path::SUBSCRIBE => {
+                let resp = self.subscribe(&req)?;
+                let next = self.room()?.next_alarm(now_ms())?;
+                self.schedule(next).await?;
+                Ok(resp)
+            }
+            path::PUBLISH => self.publish(req).await,
+            path::HISTORY => self.history(&req),
+            path::HEALTH => self.health(),
+            _ => http::error(&ApiError::NotFound),
+        }
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let now = now_ms();
+        let mut room = self.room()?;
+        let room = &mut *room;
+        let Some(i) = room.conn_index(&ws) else {
+            return Ok(());
+        };
+        let len = match &message {
+            WebSocketIncomingMessage::String(s) => s.len(),
+            WebSocketIncomingMessage::Binary(b) => b.len(),
+        };
+        let max = room.settings.max_message_bytes;
+        let per_minute = room.settings.rate_limit_per_minute;
+        let conn_id = room.conns[i].id.clone();
+        let admission = room
+            .guards
+            .entry(conn_id.clone())
+            .or_insert_with(|| ConnectionGuard::new(per_minute, now))
+            .admit(len, max, now);
+        match admission {
+            Admission::Accept => {}
+            Admission::Refuse => {
+                ws.send_with_str(server::error(
+                    "rate_limited",
+                    "too many frames: at most RATE_LIMIT_PER_MINUTE per minute",
+                ))?;
+                return Ok(());
+            }
+            Admission::Close(code) => {
+                let reason = if code == crate::limits::CLOSE_TOO_BIG {
+                    "frame larger than MAX_MESSAGE_BYTES"
+                } else {
+                    "rate limit exceeded persistently"
+                };
+                self.close(room, &ws, code, reason);
+                return Ok(());
+            }
+        }
+        let parsed = match &message {
+            WebSocketIncomingMessage::String(s) => ClientFrame::parse(s),
+            WebSocketIncomingMessage::Binary(_) => Err(crate::protocol::InvalidFrame(
+                "binary frames are not part of the protocol; send JSON text".into(),
+            )),
+        };
+        match parsed {
+            Err(invalid) => {
+                ws.send_with_str(server::error("invalid_message", &invalid.0))?;
+                let strike = room.guards.get_mut(&conn_id).and_then(|g| g.invalid(now));
+                if let Some(code) = strike {
+                    self.close(room, &ws, code, "invalid messages persistently");
+                }
+            }
+            Ok(ClientFrame::TextPing) => ws.send_with_str("pong")?,
+            Ok(ClientFrame::Ping) => ws.send_with_str(server::pong(&time::iso_from_ms(now)))?,
+            Ok(ClientFrame::Ack(ids)) => {
+                let sub = room.conns[i].sub.clone();
+                let changed = room.log.ack(&ids, &sub, now)?;
+                if changed > 0 {
+                    log(
+                        "ack",
+                        json!({"room": room.id, "connection": conn_id, "sub": sub, "ids": ids, "acked": changed}),
+                    );
+                }
+            }
+            Ok(ClientFrame::Subscribe(p)) => {
+                room.conns[i].filter.add(p);
+                Self::refilter(&ws, &room.conns[i])?;
+            }
+            Ok(ClientFrame::Unsubscribe(p)) => {
+                room.conns[i].filter.remove(&p);
+                Self::refilter(&ws, &room.conns[i])?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        reason: String,
+        _clean: bool,
+    ) -> Result<()> {
+        let mut room = self.room()?;
+        // Echo the close; codes that may not be sent (1005, 1006, 1015) become 1000.
+        let echo = match code {
+            1000..=1003 | 1007..=1014 | 3000..=4999 => code as u16,
+            _ => 1000,
+        };
+        self.close(&mut room, &ws, echo, &reason);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        let mut room = self.room()?;
+        if let Some(i) = room.conn_index(&ws) {
+            let c = room.conns.swap_remove(i);
+            room.guards.remove(&c.id);
+        }
+        Ok(())
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let now = now_ms();
+        let next = {
+            let mut room = self.room()?;
+            let room = &mut *room;
+            room.alarm_at = Some(None);
+            // Tokens that expired while connected: close with 4001.
+            let expired: Vec<WebSocket> = room
+                .conns
+                .iter()
+                .filter(|c| c.closes_at <= now)
+                .map(|c| c.ws.clone())
+                .collect();
+            for ws in expired {
+                self.close(room, &ws, 4001, "token expired");
+            }
+            let due = room.log.due(now, room.policy().interval_ms)?;
+            room.deliver_pending(due, None, now)?;
+            let (seq_cutoff, created_cutoff) = room.retention().cutoffs(room.last_seq, now);
+            room.log.prune(seq_cutoff, created_cutoff)?;
+            room.next_alarm(now)?
+        };
+        self.schedule(next).await?;
+        Response::ok("ok")
+    }
+}
