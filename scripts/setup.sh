@@ -23,11 +23,12 @@ fi
 # networks (and CI here) cannot.
 worker_v=$(lock_version worker)
 bindgen_v=$(lock_version wasm-bindgen)
-if [ "$(worker-build --version 2>/dev/null | awk '{print $2}')" != "$worker_v" ]; then
+version_of() { "$1" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1; }
+if [ "$(version_of worker-build)" != "$worker_v" ]; then
   say "installing worker-build $worker_v (once; a few minutes)"
   cargo install -q worker-build --version "$worker_v" >&2
 fi
-if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$bindgen_v" ]; then
+if [ "$(version_of wasm-bindgen)" != "$bindgen_v" ]; then
   say "installing wasm-bindgen-cli $bindgen_v (once; a few minutes)"
   cargo install -q wasm-bindgen-cli --version "$bindgen_v" >&2
 fi

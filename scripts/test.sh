@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, native unit tests, then the end-to-end suites against
+# the compiled worker in workerd (Miniflare and wrangler dev) with real sockets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+echo "== cargo fmt / clippy" >&2
+cargo fmt --all -- --check
+cargo clippy --quiet --all-targets -- -D warnings
+cargo clippy --quiet --target wasm32-unknown-unknown --release -- -D warnings
+
+echo "== native unit tests" >&2
+cargo test --quiet
+
+echo "== build" >&2
+bash scripts/build.sh
+
+echo "== end-to-end tests (workerd)" >&2
+shopt -s globstar nullglob
+node --test --test-concurrency=1 tests/**/*.test.mjs
