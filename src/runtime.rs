@@ -27,9 +27,24 @@ pub fn random_id() -> String {
     out
 }
 
-/// Reads the settings from the Worker's vars and secrets. Vars may be strings, numbers or
-/// booleans in `wrangler.toml`; all are read as text.
+thread_local! {
+    /// Settings parsed once per isolate: an isolate's `env` never changes.
+    static SETTINGS: std::cell::RefCell<Option<Settings>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The settings from the Worker's vars and secrets, parsed on first use in this isolate. Vars
+/// may be strings, numbers or booleans in `wrangler.toml`; all are read as text. An unusable
+/// setting is not cached, so every request reports it.
 pub fn settings(env: &Env) -> Result<Settings, ApiError> {
+    if let Some(s) = SETTINGS.with(|c| c.borrow().clone()) {
+        return Ok(s);
+    }
+    let parsed = read_settings(env)?;
+    SETTINGS.with(|c| *c.borrow_mut() = Some(parsed.clone()));
+    Ok(parsed)
+}
+
+fn read_settings(env: &Env) -> Result<Settings, ApiError> {
     let env: &JsValue = env.as_ref();
     Settings::from_lookup(|name| {
         let v = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok()?;
