@@ -1,7 +1,7 @@
 // Test harness: runs the compiled worker (build/) in workerd through Miniflare, on a free
 // loopback port, and gives tests real WebSocket clients and HTTP helpers.
 import { Miniflare } from "miniflare";
-import { createHmac } from "node:crypto";
+import { createHmac, sign as cryptoSign } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import WebSocket from "ws";
@@ -16,9 +16,10 @@ export const BASE_BINDINGS = { JWT_SECRET, BROADCAST_API_KEYS: API_KEY };
 
 /**
  * Starts the worker. `bindings` override BASE_BINDINGS (a value of `undefined` removes one);
- * `persist` is a directory for Durable Object storage that outlives this runtime.
+ * `persist` is a directory for Durable Object storage that outlives this runtime; `port` a fixed
+ * loopback port (default: a free one), e.g. to restart a runtime where its clients expect it.
  */
-export async function startWorker({ bindings = {}, persist } = {}) {
+export async function startWorker({ bindings = {}, persist, port = 0 } = {}) {
   const merged = { ...BASE_BINDINGS, ...bindings };
   for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
   const mf = new Miniflare({
@@ -31,7 +32,14 @@ export async function startWorker({ bindings = {}, persist } = {}) {
     durableObjectsPersist: persist ?? false,
     bindings: merged,
     host: "127.0.0.1",
-    port: 0,
+    port,
+    // The worker logs one JSON line per event; in test output that is noise (a fan-out test
+    // prints thousands). ROOMCAST_TEST_LOGS=1 shows them. stderr (errors, panics) always shows.
+    handleRuntimeStdio(stdout, stderr) {
+      if (process.env.ROOMCAST_TEST_LOGS) stdout.pipe(process.stdout);
+      else stdout.resume();
+      stderr.pipe(process.stderr);
+    },
   });
   const url = await mf.ready;
   const base = url.href.replace(/\/$/, "");
@@ -194,4 +202,20 @@ export function tokenFor(sub, { rooms, ttl = 3600, ...extra } = {}) {
 let counter = 0;
 export function roomName(prefix = "t") {
   return `${prefix}_${process.pid}_${Date.now().toString(36)}_${counter++}`;
+}
+
+/**
+ * A JWT signed with a node:crypto private key: `alg` is taken from `header` (RS256, ES256 or
+ * EdDSA). ES256 signatures use the JWS (IEEE P1363, r||s) encoding.
+ */
+export function signJwt(claims, privateKey, header) {
+  const head = b64url(JSON.stringify({ typ: "JWT", ...header }));
+  const body = b64url(JSON.stringify(claims));
+  const data = Buffer.from(`${head}.${body}`);
+  let sig;
+  if (header.alg === "RS256") sig = cryptoSign("sha256", data, privateKey);
+  else if (header.alg === "ES256") sig = cryptoSign("sha256", data, { key: privateKey, dsaEncoding: "ieee-p1363" });
+  else if (header.alg === "EdDSA" || header.alg === "Ed25519") sig = cryptoSign(null, data, privateKey);
+  else throw new Error(`signJwt: unsupported alg ${header.alg}`);
+  return `${head}.${body}.${b64url(sig)}`;
 }
