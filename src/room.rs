@@ -23,8 +23,8 @@ use std::cell::{RefCell, RefMut};
 use std::collections::HashMap;
 use worker::wasm_bindgen::{self, prelude::*, JsCast};
 use worker::{
-    durable_object, js_sys, DurableObject, Env, Request, Response, Result, State, WebSocket,
-    WebSocketIncomingMessage, WebSocketPair,
+    durable_object, js_sys, DurableObject, Env, Request, Response, Result, ScheduledTime, State,
+    WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 /// What each hibernatable socket carries across hibernation.
@@ -210,7 +210,7 @@ impl NotificationRoom {
                     );
                     Some(Conn {
                         filter: TypeFilter::from_stored(&a.types),
-                        closes_at: (a.exp + LEEWAY_SECS) * 1000,
+                        closes_at: time::token_close_ms(a.exp, LEEWAY_SECS),
                         ws,
                         id: a.id,
                         sub: a.sub,
@@ -242,7 +242,9 @@ impl NotificationRoom {
         let new = match (current, at) {
             (Some(c), Some(a)) if c <= a => Some(c),
             (_, Some(a)) => {
-                storage.set_alarm(a).await?;
+                // An i64 would be read as an offset from now: pass the absolute time as a Date.
+                let date = js_sys::Date::new(&JsValue::from_f64(a as f64));
+                storage.set_alarm(ScheduledTime::new(date)).await?;
                 Some(a)
             }
             (c, None) => c,
@@ -254,7 +256,12 @@ impl NotificationRoom {
     fn subscribe(&self, req: &Request) -> Result<Response> {
         let h = |name| req.headers().get(name).ok().flatten().unwrap_or_default();
         let sub = h(header::SUB);
-        let exp: i64 = h(header::EXP).parse().unwrap_or(0);
+        // Capped: a far-future `exp` (up to i64::MAX from a token) must still fit the socket
+        // attachment (a JavaScript number) and an alarm time.
+        let exp: i64 = h(header::EXP)
+            .parse()
+            .unwrap_or(0)
+            .min(time::MAX_ALARM_MS / 1000);
         let since: Option<u64> = h(header::SINCE).parse().ok();
         let types = h(header::TYPES);
         let patterns: Vec<String> = types
@@ -318,7 +325,7 @@ impl NotificationRoom {
             ws: pair.server.clone(),
             id: attachment.id.clone(),
             sub: attachment.sub.clone(),
-            closes_at: (exp + LEEWAY_SECS) * 1000,
+            closes_at: time::token_close_ms(exp, LEEWAY_SECS),
             filter: TypeFilter::from_stored(&attachment.types),
         });
         let me = room.conns.len() - 1;
@@ -330,24 +337,46 @@ impl NotificationRoom {
                 n
             }
             Some(s) => {
+                // Pending ones at or before `since` get what the alarm would give them now: a
+                // round if theirs has ended (the alarm is not kept for rounds that found nobody)
+                // or never started; a running round is left to the alarm.
+                let seen: Vec<Entry> = room.log.pending()?;
+                let seen = seen.into_iter().filter(|p| p.seq <= s).collect();
+                room.deliver_pending(seen, None, now)?;
                 let entries = room.log.after(s, u32::MAX)?;
                 let n = entries.len();
                 let (pending, settled): (Vec<_>, Vec<_>) = entries
                     .into_iter()
                     .partition(|e| e.status() == DeliveryStatus::Pending);
                 let filter = room.conns[me].filter.clone();
+                let policy = room.policy();
+                // One whose last round ended unacked fails now rather than in the alarm; the
+                // resuming client still gets it, like any stored notification after `since`.
+                let replay_pending = |room: &mut Room, p: Entry| -> Result<()> {
+                    let state = PendingState {
+                        attempts: p.attempts,
+                        last_attempt_at: p.last_attempt_at,
+                    };
+                    if policy.step(state, now) == Step::Fail && filter.matches(&p.kind) {
+                        pair.server
+                            .send_with_str(render_frame(&p.payload, p.attempts.max(1)))?;
+                    }
+                    room.deliver_pending(vec![p], Some(me), now)
+                };
                 let mut pending = pending.into_iter().peekable();
                 // Keep seq order across settled and pending entries.
                 for e in settled {
                     while let Some(p) = pending.next_if(|p| p.seq < e.seq) {
-                        room.deliver_pending(vec![p], Some(me), now)?;
+                        replay_pending(room, p)?;
                     }
                     if filter.matches(&e.kind) {
                         let frame = render_frame(&e.payload, e.attempts.max(1));
                         pair.server.send_with_str(&frame)?;
                     }
                 }
-                room.deliver_pending(pending.collect(), Some(me), now)?;
+                for p in pending {
+                    replay_pending(room, p)?;
+                }
                 n
             }
         };
@@ -372,52 +401,55 @@ impl NotificationRoom {
 
         // From here to the response, no await: seq assignment is atomic.
         let now = now_ms();
-        let mut room = self.room()?;
-        if let Some(k) = &key {
-            if let Some(first) = room.log.find_by_key(k)? {
-                return http::json(
-                    200,
-                    publish_result(&first.id, first.seq, first.broadcast_count, true),
-                );
+        // A block, not drop(): clippy only sees the borrow end at a scope's end.
+        let (body, retry_at) = {
+            let mut room = self.room()?;
+            if let Some(k) = &key {
+                if let Some(first) = room.log.find_by_key(k)? {
+                    return http::json(
+                        200,
+                        publish_result(&first.id, first.seq, first.broadcast_count, true),
+                    );
+                }
             }
-        }
-        let seq = room.last_seq + 1;
-        let payload = render_payload(&id, seq, &members);
-        let count = room
-            .conns
-            .iter()
-            .filter(|c| c.filter.matches(&kind))
-            .count() as u32;
-        let appended = room.log.append(&NewEntry {
-            seq,
-            id: &id,
-            kind: &kind,
-            payload: &payload,
-            status: &status,
-            requires_ack,
-            idempotency_key: key.as_deref(),
-            now,
-            broadcast_count: count,
-        });
-        if let Err(e) = appended {
-            if room.log.has_id(&id)? {
-                return http::error(&ApiError::DuplicateId(id));
+            let seq = room.last_seq + 1;
+            let payload = render_payload(&id, seq, &members);
+            let count = room
+                .conns
+                .iter()
+                .filter(|c| c.filter.matches(&kind))
+                .count() as u32;
+            let appended = room.log.append(&NewEntry {
+                seq,
+                id: &id,
+                kind: &kind,
+                payload: &payload,
+                status: &status,
+                requires_ack,
+                idempotency_key: key.as_deref(),
+                now,
+                broadcast_count: count,
+            });
+            if let Err(e) = appended {
+                if room.log.has_id(&id)? {
+                    return http::error(&ApiError::DuplicateId(id));
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-        room.last_seq = seq;
-        room.broadcast(&kind, &render_frame(&payload, 1));
+            room.last_seq = seq;
+            room.broadcast(&kind, &render_frame(&payload, 1));
 
-        let (seq_cutoff, created_cutoff) = room.retention().cutoffs(seq, now);
-        room.log.prune(seq_cutoff, created_cutoff)?;
-        log(
-            "publish",
-            json!({"room": room.id, "id": id, "seq": seq, "type": kind, "requiresAck": requires_ack,
+            let (seq_cutoff, created_cutoff) = room.retention().cutoffs(seq, now);
+            room.log.prune(seq_cutoff, created_cutoff)?;
+            log(
+                "publish",
+                json!({"room": room.id, "id": id, "seq": seq, "type": kind, "requiresAck": requires_ack,
                    "broadcastCount": count}),
-        );
-        let body = publish_result(&id, seq, count, false);
-        let retry_at = (requires_ack && count > 0).then(|| now + room.policy().interval_ms);
-        drop(room);
+            );
+            let body = publish_result(&id, seq, count, false);
+            let retry_at = (requires_ack && count > 0).then(|| now + room.policy().interval_ms);
+            (body, retry_at)
+        };
         if retry_at.is_some() {
             self.schedule(retry_at).await?;
         }

@@ -34,11 +34,18 @@ impl RoomId {
 
     /// The conventional per-user room, `user_{userId}`.
     pub fn for_user(user_id: &str) -> Result<RoomId, InvalidRoomId> {
+        // An empty id names nobody: `user_` would be a caller's bug, not a room.
+        if user_id.is_empty() {
+            return Err(InvalidRoomId);
+        }
         RoomId::parse(&format!("user_{user_id}"))
     }
 
     /// The conventional per-operation room, `request_{requestId}`.
     pub fn for_request(request_id: &str) -> Result<RoomId, InvalidRoomId> {
+        if request_id.is_empty() {
+            return Err(InvalidRoomId);
+        }
         RoomId::parse(&format!("request_{request_id}"))
     }
 
@@ -89,6 +96,8 @@ mod tests {
         }
         assert!(RoomId::parse(&"a".repeat(128)).is_ok());
         assert!(RoomId::for_user("x/y").is_err());
+        assert!(RoomId::for_user("").is_err());
+        assert!(RoomId::for_request("").is_err());
         assert!(RoomId::for_user(&"a".repeat(124)).is_err());
     }
 }
