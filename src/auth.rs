@@ -311,7 +311,7 @@ impl TokenVerifier {
                 None => self.jwks.iter().collect(),
             };
             candidates.retain(|k| {
-                k.key.family() == family && k.alg.as_deref().map_or(true, |pinned| pinned == alg)
+                k.key.family() == family && k.alg.as_deref().is_none_or(|pinned| pinned == alg)
             });
             if candidates.is_empty() {
                 return Err(AuthError::UnsupportedAlgorithm);

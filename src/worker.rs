@@ -315,18 +315,17 @@ async fn history(
     let pairs = query_pairs(&req)?;
     let q = HistoryQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let auth = header_value(&req, "authorization");
-    let presented = auth
-        .as_deref()
-        .and_then(bearer)
-        .map(str::to_owned)
-        .or(q.token.clone())
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "missing credentials: an API key or a token allowed in this room".into(),
-            )
-        })?;
-    let by_key =
-        !s.broadcast_api_keys.is_empty() && api_key_allowed(&s.broadcast_api_keys, &presented);
+    let from_header = auth.as_deref().and_then(bearer).map(str::to_owned);
+    // An API key counts only in the Authorization header: `?token=` is for client tokens, and a
+    // key in a URL ends up in logs and browser history.
+    let by_key = from_header.as_deref().is_some_and(|k| {
+        !s.broadcast_api_keys.is_empty() && api_key_allowed(&s.broadcast_api_keys, k)
+    });
+    let presented = from_header.or(q.token.clone()).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "missing credentials: an API key or a token allowed in this room".into(),
+        )
+    })?;
     if !by_key {
         let verifier = match TokenVerifier::from_settings(&s) {
             Ok(v) => v,
@@ -427,12 +426,18 @@ fn cors(
         })
         .unwrap_or(false);
     if readable && allowed {
-        let h = resp.headers();
+        // A room's answer (history, health) is a Durable Object response, whose headers are
+        // immutable: setting one would throw (a 500). Copy them into fresh headers instead.
+        let h = Headers::new();
+        for (name, value) in resp.headers().entries() {
+            h.append(&name, &value)?;
+        }
         h.set("access-control-allow-origin", origin)?;
         h.set("access-control-allow-methods", "GET, HEAD, OPTIONS")?;
         h.set("access-control-allow-headers", "authorization")?;
         h.set("access-control-max-age", "600")?;
         h.set("vary", "Origin")?;
+        return Ok(resp.with_headers(h));
     }
     Ok(resp)
 }

@@ -10,6 +10,8 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 export const JWT_SECRET = "test-secret-0123456789abcdef0123456789";
 export const API_KEY = "test-key-1";
 export const COMPATIBILITY_DATE = "2026-04-20";
+/** The compiled worker; ROOMCAST_BUILD_DIR points elsewhere (e.g. a private copy of build/). */
+export const BUILD_DIR = process.env.ROOMCAST_BUILD_DIR ?? path.join(ROOT, "build");
 
 /** Settings every test worker gets unless it overrides them. */
 export const BASE_BINDINGS = { JWT_SECRET, BROADCAST_API_KEYS: API_KEY };
@@ -24,8 +26,8 @@ export async function startWorker({ bindings = {}, persist, port = 0 } = {}) {
   for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
   const mf = new Miniflare({
     modules: true,
-    scriptPath: path.join(ROOT, "build/index.js"),
-    modulesRoot: path.join(ROOT, "build"),
+    scriptPath: path.join(BUILD_DIR, "index.js"),
+    modulesRoot: BUILD_DIR,
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
     compatibilityDate: COMPATIBILITY_DATE,
     durableObjects: { ROOMS: { className: "NotificationRoom", useSQLite: true } },
