@@ -117,6 +117,65 @@ impl Retention {
     }
 }
 
+/// Longest time between two full sweeps of a busy room's log.
+pub const SWEEP_INTERVAL_MS: i64 = 60_000;
+
+/// What pruning a publish should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prune {
+    /// Nothing new fell out of the newest `limit`.
+    Nothing,
+    /// Prune non-pending rows with `after < seq <= through`: what the publish pushed out of the
+    /// newest `limit`. Cost is independent of history size and of how many acks are pending.
+    Range { after: u64, through: u64 },
+    /// Sweep the whole log: the count cutoff, the TTL, and pending notifications older than the
+    /// TTL (their own expiry: nobody connected to receive them for that long), which become
+    /// `failed` and are then pruned like any other.
+    Sweep {
+        seq_cutoff: u64,
+        created_cutoff: i64,
+    },
+}
+
+/// Keeps per-publish pruning cheap: a full sweep at most every [`SWEEP_INTERVAL_MS`] (or TTL,
+/// if shorter), and in between only the rows a publish pushed out of the newest `limit`.
+/// Rows that stop being pending below the floor wait for the next sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruner {
+    floor: u64,
+    swept_at: Option<i64>,
+}
+
+impl Pruner {
+    /// Makes the next plan a full sweep (the alarm sweeps whenever it runs).
+    pub fn sweep_next(&mut self) {
+        self.swept_at = None;
+    }
+
+    pub fn plan(&mut self, r: Retention, last_seq: u64, now: i64) -> Prune {
+        let (seq_cutoff, created_cutoff) = r.cutoffs(last_seq, now);
+        let sweep_due = self
+            .swept_at
+            .is_none_or(|t| now - t >= SWEEP_INTERVAL_MS.min(r.ttl_ms));
+        let floor = self.floor;
+        self.floor = floor.max(seq_cutoff);
+        if sweep_due {
+            self.swept_at = Some(now);
+            Prune::Sweep {
+                seq_cutoff,
+                created_cutoff,
+            }
+        } else if seq_cutoff > floor {
+            Prune::Range {
+                after: floor,
+                through: seq_cutoff,
+            }
+        } else {
+            Prune::Nothing
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +245,61 @@ mod tests {
         };
         assert_eq!(r.cutoffs(50, 5000), (0, 4000));
         assert_eq!(r.cutoffs(150, 5000), (50, 4000));
+    }
+
+    #[test]
+    fn pruning_sweeps_rarely_and_ranges_in_between() {
+        let r = Retention {
+            limit: 10,
+            ttl_ms: 3_600_000,
+        };
+        let mut p = Pruner::default();
+        assert_eq!(
+            p.plan(r, 5, 0),
+            Prune::Sweep {
+                seq_cutoff: 0,
+                created_cutoff: -3_600_000
+            },
+            "the first publish after a wake sweeps"
+        );
+        assert_eq!(p.plan(r, 10, 1), Prune::Nothing);
+        assert_eq!(
+            p.plan(r, 11, 2),
+            Prune::Range {
+                after: 0,
+                through: 1
+            }
+        );
+        assert_eq!(
+            p.plan(r, 12, 3),
+            Prune::Range {
+                after: 1,
+                through: 2
+            }
+        );
+        assert_eq!(p.plan(r, 12, 4), Prune::Nothing);
+        assert!(matches!(
+            p.plan(r, 13, SWEEP_INTERVAL_MS + 3),
+            Prune::Sweep { seq_cutoff: 3, .. }
+        ));
+        assert_eq!(
+            p.plan(r, 14, SWEEP_INTERVAL_MS + 4),
+            Prune::Range {
+                after: 3,
+                through: 4
+            }
+        );
+        let short = Retention {
+            limit: 10,
+            ttl_ms: 1000,
+        };
+        let mut p = Pruner::default();
+        p.plan(short, 1, 0);
+        assert_eq!(p.plan(short, 2, 999), Prune::Nothing);
+        assert!(
+            matches!(p.plan(short, 3, 1000), Prune::Sweep { .. }),
+            "TTL shorter than the interval"
+        );
     }
 
     #[test]

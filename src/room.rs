@@ -8,7 +8,9 @@
 
 use crate::auth::LEEWAY_SECS;
 use crate::config::Settings;
-use crate::delivery::{recovered, DeliveryStatus, PendingState, Retention, RetryPolicy, Step};
+use crate::delivery::{
+    recovered, DeliveryStatus, PendingState, Prune, Pruner, Retention, RetryPolicy, Step,
+};
 use crate::error::ApiError;
 use crate::internal::{header, path};
 use crate::limits::{Admission, ConnectionGuard};
@@ -57,6 +59,7 @@ struct Room {
     guards: HashMap<String, ConnectionGuard>,
     /// Ms of the scheduled alarm: `None` for none, not yet known after a wake.
     alarm_at: Option<Option<i64>>,
+    pruner: Pruner,
 }
 
 #[durable_object]
@@ -101,6 +104,24 @@ impl Room {
             limit: self.settings.history_limit.into(),
             ttl_ms: self.settings.history_ttl_seconds as i64 * 1000,
         }
+    }
+
+    /// Prunes the log per [`Pruner`]: cheap on every publish, a full sweep now and then.
+    fn prune(&mut self, now: i64) -> Result<()> {
+        match self.pruner.plan(self.retention(), self.last_seq, now) {
+            Prune::Nothing => {}
+            Prune::Range { after, through } => self.log.prune_range(after, through)?,
+            Prune::Sweep {
+                seq_cutoff,
+                created_cutoff,
+            } => {
+                let expired = self.log.sweep(seq_cutoff, created_cutoff)?;
+                if expired > 0 {
+                    log("expired", json!({"room": self.id, "pending": expired}));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sends a frame to every connection whose filter matches `kind`; returns how many.
@@ -226,6 +247,7 @@ impl NotificationRoom {
                 conns,
                 guards,
                 alarm_at: None,
+                pruner: Pruner::default(),
             });
         }
         Ok(RefMut::map(slot, |r| r.as_mut().expect("opened above")))
@@ -439,8 +461,7 @@ impl NotificationRoom {
             room.last_seq = seq;
             room.broadcast(&kind, &render_frame(&payload, 1));
 
-            let (seq_cutoff, created_cutoff) = room.retention().cutoffs(seq, now);
-            room.log.prune(seq_cutoff, created_cutoff)?;
+            room.prune(now)?;
             log(
                 "publish",
                 json!({"room": room.id, "id": id, "seq": seq, "type": kind, "requiresAck": requires_ack,
@@ -695,8 +716,8 @@ impl DurableObject for NotificationRoom {
             }
             let due = room.log.due(now, room.policy().interval_ms)?;
             room.deliver_pending(due, None, now)?;
-            let (seq_cutoff, created_cutoff) = room.retention().cutoffs(room.last_seq, now);
-            room.log.prune(seq_cutoff, created_cutoff)?;
+            room.pruner.sweep_next();
+            room.prune(now)?;
             room.next_alarm(now)?
         };
         self.schedule(next).await?;

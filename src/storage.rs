@@ -332,18 +332,31 @@ impl RoomLog {
             .to_array()
     }
 
-    /// Prunes rows that are not pending and are at or below `seq_cutoff` or created before
-    /// `created_cutoff`.
-    pub fn prune(&self, seq_cutoff: u64, created_cutoff: i64) -> Result<()> {
+    /// Prunes non-pending rows with `after < seq <= through` (a range scan on the primary key).
+    pub fn prune_range(&self, after: u64, through: u64) -> Result<()> {
         self.sql.exec(
-            "DELETE FROM notifications WHERE delivery <> 'pending' AND seq <= ?",
-            vec![V::Integer(seq_cutoff as i64)],
-        )?;
-        self.sql.exec(
-            "DELETE FROM notifications WHERE delivery <> 'pending' AND created_at < ?",
-            vec![V::Integer(created_cutoff)],
+            "DELETE FROM notifications WHERE seq > ? AND seq <= ? AND delivery <> 'pending'",
+            vec![V::Integer(after as i64), V::Integer(through as i64)],
         )?;
         Ok(())
+    }
+
+    /// Sweeps the whole log: pending notifications created before `created_cutoff` expire
+    /// (`failed`); then rows that are not pending and are at or below `seq_cutoff` or created
+    /// before `created_cutoff` are pruned. Returns how many pending ones expired.
+    pub fn sweep(&self, seq_cutoff: u64, created_cutoff: i64) -> Result<usize> {
+        let expired = self.sql.exec(
+            "UPDATE notifications SET delivery = 'failed'
+             WHERE delivery = 'pending' AND created_at < ?",
+            vec![V::Integer(created_cutoff)],
+        )?;
+        let _ = expired.raw().count();
+        let expired = expired.rows_written();
+        self.sql.exec(
+            "DELETE FROM notifications WHERE delivery <> 'pending' AND (seq <= ? OR created_at < ?)",
+            vec![V::Integer(seq_cutoff as i64), V::Integer(created_cutoff)],
+        )?;
+        Ok(expired)
     }
 
     /// `(pending, failed)` counts.
