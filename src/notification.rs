@@ -144,8 +144,14 @@ impl Draft {
         }
         push_member(&mut members, "requiresAck", &Value::Bool(requires_ack));
 
+        // Without a body id, the id derives from the idempotency key: a retry of a publish that
+        // reached one room but not another must give the second room the same id, or a client
+        // in both rooms could not dedupe it.
+        let id = given_id
+            .or_else(|| idempotency_key.clone())
+            .unwrap_or_else(new_id);
         Ok(Draft {
-            id: given_id.unwrap_or_else(new_id),
+            id,
             kind,
             requires_ack,
             status,
