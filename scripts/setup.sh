@@ -46,3 +46,13 @@ if [ ! -f .dev.vars ]; then
   cp .dev.vars.example .dev.vars
   say "created .dev.vars from .dev.vars.example"
 fi
+
+# Headless Chromium for the browser test (tests/client/browser.test.mjs), from Debian's packages
+# (playwright's own browser downloads cannot be reached). Only as root, only when missing, and
+# not when ROOMCAST_BROWSER_TESTS=0. Without it the browser test fails and says so.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && [ "${ROOMCAST_BROWSER_TESTS:-1}" != 0 ] \
+  && command -v apt-get >/dev/null; then
+  say "installing chromium (once; a few minutes)"
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+fi

@@ -1,0 +1,96 @@
+// Types of broadcaster.js. Guide: docs/client.md.
+
+/** A notification to publish (the body of POST /rooms/{roomId}/broadcast). */
+export interface OutgoingMessage<Data = Record<string, unknown>> {
+  type: string;
+  data?: Data;
+  status?: "success" | "error" | "pending";
+  timestamp?: string;
+  requestId?: string;
+  error?: string;
+  requiresAck?: boolean;
+  /** Default: the idempotency key, so every room and every retry gets the same id. */
+  id?: string;
+}
+
+export interface PublishResult {
+  success: true;
+  broadcastCount: number;
+  id: string;
+  seq: number;
+  /** true when an earlier call with the same key had already published it. */
+  duplicate: boolean;
+}
+
+export interface BroadcastResult {
+  success: true;
+  /** Per room: `user_{userId}` and, with a requestId, `request_{requestId}`. */
+  rooms: Record<string, PublishResult>;
+}
+
+export interface BroadcasterOptions {
+  /** The server's base URL. */
+  url: string;
+  /** One of the server's BROADCAST_API_KEYS. Server side only: never ship it to a browser. */
+  apiKey: string;
+  /** Retries after the first attempt, on network errors, timeouts and 5xx. Default 3. */
+  retries?: number;
+  /** Default globalThis.fetch. */
+  fetch?: typeof fetch;
+  /** Per attempt, ms. Default 10000. */
+  timeoutMs?: number;
+  /** First retry's delay cap, ms (doubling, full jitter). Default 250. */
+  retryDelayMs?: number;
+  /** Largest retry delay cap, ms. Default 5000. */
+  maxRetryDelayMs?: number;
+  /** Source of randomness in [0, 1) for the jitter. */
+  random?: () => number;
+}
+
+export interface NotifyOptions {
+  requestId?: string;
+  requiresAck?: boolean;
+  /**
+   * Makes the publish idempotent across calls: derive it from your job's run id and step
+   * (e.g. `${runId}:notify-success`) so a retried step never notifies twice. Default: a new
+   * UUID per call (which still makes this call's own retries safe).
+   */
+  idempotencyKey?: string;
+}
+
+export interface Broadcaster {
+  broadcastNotification(args: {
+    userId: string;
+    requestId?: string;
+    message: OutgoingMessage;
+    idempotencyKey?: string;
+  }): Promise<BroadcastResult>;
+  broadcastSuccess(userId: string, type: string, data?: Record<string, unknown>, options?: NotifyOptions): Promise<BroadcastResult>;
+  broadcastError(
+    userId: string,
+    type: string,
+    error: unknown,
+    options?: NotifyOptions & { data?: Record<string, unknown> },
+  ): Promise<BroadcastResult>;
+  /** POST /rooms/{roomId}/broadcast: one room. */
+  publish(roomId: string, message: OutgoingMessage, options?: { idempotencyKey?: string }): Promise<PublishResult>;
+}
+
+export function createBroadcaster(options: BroadcasterOptions): Broadcaster;
+
+export class BroadcastError extends Error {
+  constructor(message: string, details?: { status?: number; code?: string; body?: unknown; attempts?: number; cause?: unknown });
+  /** The HTTP status of the last attempt; 0 when no answer arrived (network error, timeout). */
+  readonly status: number;
+  /** The server's error code (e.g. "invalid_body", "partial_failure"), or "network_error" / "timeout". */
+  readonly code: string;
+  /** The last answer's body. */
+  readonly body: unknown;
+  /** How many attempts were made. */
+  readonly attempts: number;
+  /** Whether calling again (with the same idempotency key) may succeed: no answer, or 5xx. */
+  readonly retryable: boolean;
+}
+
+/** Delay before retry `retry` (1-based), ms. */
+export function retryDelay(retry: number, options?: { retryDelayMs?: number; maxRetryDelayMs?: number }, random?: () => number): number;

@@ -1,0 +1,173 @@
+// roomcast publishing helper for backends (job handlers, API routes, Workers): POST /broadcast
+// with retries that can never notify twice. Needs only `fetch` (Node 18+, Deno, Bun, Workers).
+// Never use it in a browser: it holds an API key. Types: broadcaster.d.ts. Guide: docs/client.md.
+//
+//   import { createBroadcaster } from "./broadcaster.js";
+//   const rc = createBroadcaster({ url: process.env.ROOMCAST_URL, apiKey: process.env.ROOMCAST_API_KEY });
+//   await rc.broadcastSuccess("u1", "note.creation.completed", { noteId }, { requestId, idempotencyKey: `${runId}:done` });
+
+/** The final failure of a publish: `status` is the HTTP status (0 when none arrived). */
+export class BroadcastError extends Error {
+  /**
+   * @param {string} message
+   * @param {{status?: number, code?: string, body?: unknown, attempts?: number, cause?: unknown}} [details]
+   */
+  constructor(message, details = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = "BroadcastError";
+    this.status = details.status ?? 0;
+    this.code = details.code ?? "unknown";
+    this.body = details.body;
+    this.attempts = details.attempts ?? 1;
+  }
+
+  /** Whether a later call (with the same idempotency key) may succeed. */
+  get retryable() {
+    return this.status === 0 || this.status >= 500;
+  }
+}
+
+/**
+ * Delay before retry number `retry` (1-based): exponential backoff with full jitter.
+ * @param {number} retry
+ * @param {{retryDelayMs?: number, maxRetryDelayMs?: number}} options
+ * @param {() => number} random
+ */
+export function retryDelay(retry, { retryDelayMs = 250, maxRetryDelayMs = 5000 } = {}, random = Math.random) {
+  return Math.floor(random() * Math.min(maxRetryDelayMs, retryDelayMs * 2 ** (retry - 1)));
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function newKey() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === "function") return c.randomUUID();
+  throw new BroadcastError("crypto.randomUUID is unavailable: pass an idempotencyKey", { code: "no_random" });
+}
+
+/**
+ * @param {import("./broadcaster.d.ts").BroadcasterOptions} options
+ * @returns {import("./broadcaster.d.ts").Broadcaster}
+ */
+export function createBroadcaster(options) {
+  const {
+    url,
+    apiKey,
+    retries = 3,
+    fetch: fetchImpl = globalThis.fetch,
+    timeoutMs = 10000,
+    retryDelayMs = 250,
+    maxRetryDelayMs = 5000,
+    random = Math.random,
+  } = options ?? {};
+  if (!url) throw new TypeError("createBroadcaster needs `url` (the roomcast server's base URL)");
+  if (!apiKey) throw new TypeError("createBroadcaster needs `apiKey` (one of BROADCAST_API_KEYS)");
+  if (typeof fetchImpl !== "function") throw new TypeError("no fetch implementation: pass `fetch`");
+  const base = String(url).replace(/\/+$/, "");
+
+  /** POSTs `body` to `path`, retrying network errors and 5xx with the same key. */
+  async function post(path, body, key) {
+    const attempts = 1 + Math.max(0, retries);
+    let last;
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      if (attempt > 1) await sleep(retryDelay(attempt - 1, { retryDelayMs, maxRetryDelayMs }, random));
+      const ctrl = typeof AbortController === "function" ? new AbortController() : undefined;
+      const timer = ctrl && timeoutMs > 0 ? setTimeout(() => ctrl.abort(), timeoutMs) : undefined;
+      let res;
+      let text;
+      try {
+        res = await fetchImpl(base + path, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            authorization: `Bearer ${apiKey}`,
+            "idempotency-key": key,
+          },
+          body: JSON.stringify(body),
+          signal: ctrl?.signal,
+        });
+        text = await res.text();
+      } catch (err) {
+        const timedOut = ctrl?.signal.aborted;
+        last = new BroadcastError(
+          timedOut ? `no answer within ${timeoutMs} ms` : `network error: ${err?.message ?? err}`,
+          { code: timedOut ? "timeout" : "network_error", attempts: attempt, cause: err },
+        );
+        continue;
+      } finally {
+        clearTimeout(timer);
+      }
+      let parsed = text;
+      try { parsed = JSON.parse(text); } catch { /* not JSON */ }
+      if (res.ok) return parsed;
+      const code = parsed?.error?.code ?? `http_${res.status}`;
+      const message = parsed?.error?.message ?? `HTTP ${res.status}`;
+      last = new BroadcastError(`publish failed: ${message}`, { status: res.status, code, body: parsed, attempts: attempt });
+      // 4xx: the request itself is wrong (or unauthorized); repeating it cannot help.
+      if (res.status < 500) throw last;
+    }
+    throw last;
+  }
+
+  /** Fills a missing message id from the key, so every room (and every retry) gets one id. */
+  function prepare(message, idempotencyKey) {
+    if (!message || typeof message !== "object" || Array.isArray(message)) {
+      throw new TypeError("message must be an object like {type, data}");
+    }
+    const key = idempotencyKey ?? message.id ?? newKey();
+    return { key, message: message.id === undefined ? { ...message, id: key } : message };
+  }
+
+  const api = {
+    /**
+     * Publishes to user_{userId} and, with requestId, request_{requestId}.
+     * @param {{userId: string, requestId?: string, message: object, idempotencyKey?: string}} args
+     */
+    async broadcastNotification({ userId, requestId, message, idempotencyKey }) {
+      if (!userId) throw new TypeError("broadcastNotification needs userId");
+      const p = prepare(message, idempotencyKey);
+      const body = { userId, message: p.message };
+      if (requestId != null) body.requestId = requestId;
+      return post("/broadcast", body, p.key);
+    },
+
+    /**
+     * A `status: "success"` notification.
+     * @param {string} userId
+     * @param {string} type
+     * @param {object} [data]
+     * @param {{requestId?: string, requiresAck?: boolean, idempotencyKey?: string}} [opts]
+     */
+    broadcastSuccess(userId, type, data = {}, opts = {}) {
+      const message = { type, data, status: "success" };
+      if (opts.requiresAck !== undefined) message.requiresAck = opts.requiresAck;
+      return api.broadcastNotification({ userId, requestId: opts.requestId, message, idempotencyKey: opts.idempotencyKey });
+    },
+
+    /**
+     * A `status: "error"` notification carrying the error's message.
+     * @param {string} userId
+     * @param {string} type
+     * @param {unknown} error an Error or a string
+     * @param {{requestId?: string, data?: object, requiresAck?: boolean, idempotencyKey?: string}} [opts]
+     */
+    broadcastError(userId, type, error, opts = {}) {
+      const text = error instanceof Error ? error.message : typeof error === "string" ? error : JSON.stringify(error);
+      const message = { type, data: opts.data ?? {}, status: "error", error: text || "error" };
+      if (opts.requiresAck !== undefined) message.requiresAck = opts.requiresAck;
+      return api.broadcastNotification({ userId, requestId: opts.requestId, message, idempotencyKey: opts.idempotencyKey });
+    },
+
+    /**
+     * Publishes to one room (POST /rooms/{roomId}/broadcast).
+     * @param {string} roomId
+     * @param {object} message
+     * @param {{idempotencyKey?: string}} [opts]
+     */
+    async publish(roomId, message, opts = {}) {
+      const p = prepare(message, opts.idempotencyKey);
+      return post(`/rooms/${encodeURIComponent(roomId)}/broadcast`, p.message, p.key);
+    },
+  };
+  return api;
+}

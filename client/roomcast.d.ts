@@ -1,0 +1,214 @@
+// Types of roomcast.js. Guide: docs/client.md; wire protocol: docs/protocol.md.
+
+/** The client's connection state over all of its rooms (or one room's, from `roomState`). */
+export type ConnectionState = "disconnected" | "connecting" | "connected" | "reconnecting" | "error";
+
+/** A notification as the server sends it. */
+export interface Notification<Data = Record<string, unknown>> {
+  /** Unique per publish; the same publish sent to user_ and request_ rooms has one id. */
+  id: string;
+  /** Position in its room's log: grows by exactly 1 per publish, never reused. */
+  seq: number;
+  type: string;
+  data: Data;
+  status: "success" | "error" | "pending";
+  /** ISO-8601 UTC, ending in Z. */
+  timestamp: string;
+  requestId?: string;
+  error?: string;
+  requiresAck: boolean;
+  /** 1 on first delivery, more on redelivery. */
+  attempt: number;
+}
+
+export interface DeliveryContext {
+  /** The room the notification arrived through. */
+  roomId: string;
+}
+
+export type TokenReason = "connect" | "reconnect" | "expired";
+
+export interface RealtimeClientOptions {
+  /**
+   * The server's base URL (http(s) or ws(s)); a function is called before every connection
+   * (e.g. to switch servers). Default in a browser: the page's origin.
+   */
+  url?: string | ((ctx: { roomId: string }) => string | Promise<string>);
+  /** Room ids, e.g. ["user_42", "request_abc"]: one socket each. */
+  rooms: string[];
+  /** A client token (JWT). Used as is on every connection. */
+  token?: string;
+  /**
+   * Called before every (re)connection of every room; return a token (cache it as you like).
+   * After the server closed with 4001, `reason` is "expired" and the client reconnects only if
+   * a different token comes back.
+   */
+  getToken?: (ctx: { roomId: string; reason: TokenReason }) => string | Promise<string>;
+  /** The WebSocket constructor. Default: globalThis.WebSocket (pass `ws`'s in Node 20). */
+  WebSocket?: new (url: string) => WebSocketLike;
+  /** Server-side type filter, e.g. ["note.*", "task.created"]. Empty/absent: every type. */
+  types?: string[];
+  /** Client-side filter: notifications it rejects are neither handed to the app nor acked. */
+  messageFilter?: (n: Notification, ctx: DeliveryContext) => boolean;
+  /** Ack `requiresAck` notifications once every `notification` listener finished. Default true. */
+  autoAck?: boolean;
+  /** Resume points per room (from `lastSeq()` of an earlier session). */
+  since?: Record<string, number>;
+  /** Connect in the constructor. Default true. */
+  autoConnect?: boolean;
+  /** First reconnect delay cap, ms. Default 1000. */
+  initialDelayMs?: number;
+  /** Largest reconnect delay cap, ms. Default 30000. */
+  maxDelayMs?: number;
+  /** Growth of the delay cap per attempt. Default 2. */
+  multiplier?: number;
+  /** Consecutive failed attempts before giving up (state `error`). Default Infinity. */
+  maxReconnectAttempts?: number;
+  /** A connection that lasted this long resets the attempt count, ms. Default 10000. */
+  stableAfterMs?: number;
+  /** Added to the delay after a 4002 (rate limited) close, ms. Default 30000. */
+  rateLimitedDelayMs?: number;
+  /** How often to send the text frame `ping`, ms (0: never). Default 30000. */
+  pingIntervalMs?: number;
+  /** How long to wait for any frame (normally `pong`) after a ping, ms. Default 10000. */
+  pongTimeoutMs?: number;
+  /** How long a connection may take to say `connected`, ms. Default 15000. */
+  connectTimeoutMs?: number;
+  /** How many recent notification ids to remember for dropping duplicates. Default 1000. */
+  dedupeSize?: number;
+  /** Acks are batched for this long, ms. Default 20. */
+  ackDelayMs?: number;
+  /** Source of randomness in [0, 1) for the jitter (tests). Default Math.random. */
+  random?: () => number;
+}
+
+/** What the client needs of a WebSocket (the browser's, `ws`'s, Deno's, undici's). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+
+export interface ConnectedInfo {
+  roomId: string;
+  connectionId: string | null;
+  /** The room's latest seq when this connection opened. */
+  lastSeq: number | null;
+  /** Whether this connection resumed (asked for what it missed with `since`). */
+  resumed: boolean;
+  /** Present when resumed: false means the server could not replay everything. */
+  recovered?: boolean;
+}
+
+export interface DisconnectedInfo {
+  roomId: string;
+  /** The WebSocket close code (4001 token, 4002 rate limit, 4003 invalid frames, 1006 lost...). */
+  code: number;
+  reason: string;
+  wasConnected: boolean;
+}
+
+export interface ReconnectingInfo {
+  roomId: string;
+  /** 1-based count of consecutive attempts. */
+  attempt: number;
+  delayMs: number;
+  code: number | undefined;
+}
+
+export interface RecoveryInfo {
+  roomId: string;
+  /** The seq the client resumed after. */
+  since: number;
+  /** The room's latest seq. */
+  lastSeq: number | null;
+  /** false: notifications after `since` are gone from the server's log; refetch your state. */
+  recovered: boolean;
+}
+
+export interface RealtimeEvents {
+  notification: (n: Notification, ctx: DeliveryContext) => void | Promise<void>;
+  state: (state: ConnectionState, previous: ConnectionState) => void;
+  connected: (info: ConnectedInfo) => void;
+  disconnected: (info: DisconnectedInfo) => void;
+  reconnecting: (info: ReconnectingInfo) => void;
+  recovery: (info: RecoveryInfo) => void;
+  subscribed: (info: { roomId: string; types: string[] }) => void;
+  ack: (info: { roomId: string; ids: string[] }) => void;
+  duplicate: (n: Notification, ctx: DeliveryContext) => void;
+  error: (error: RealtimeError) => void;
+}
+
+export type RealtimeErrorCode =
+  | "token_error"
+  | "token_expired"
+  | "no_token"
+  | "invalid_frames"
+  | "max_reconnect_attempts"
+  | "connect_failed"
+  | "handler_error"
+  | "filter_error"
+  | (string & {});
+
+export class RealtimeError extends Error {
+  constructor(code: string, message: string, details?: { roomId?: string; fatal?: boolean; cause?: unknown; closeCode?: number });
+  readonly code: RealtimeErrorCode;
+  readonly roomId: string | undefined;
+  /** true when the error stopped the room (no more reconnects until `connect()`). */
+  readonly fatal: boolean;
+  readonly closeCode: number | undefined;
+}
+
+export class Emitter<Events extends { [K in keyof Events]: (...args: any[]) => unknown }> {
+  /** Adds a listener; returns the function that removes it. */
+  on<K extends keyof Events>(event: K, fn: Events[K]): () => void;
+  once<K extends keyof Events>(event: K, fn: Events[K]): () => void;
+  emit<K extends keyof Events>(event: K, ...args: Parameters<Events[K]>): unknown[];
+  listeners<K extends keyof Events>(event: K): Array<Events[K]>;
+  listenerCount(event: keyof Events): number;
+}
+
+export class RealtimeClient extends Emitter<RealtimeEvents> {
+  constructor(options: RealtimeClientOptions);
+  readonly state: ConnectionState;
+  readonly rooms: string[];
+  /** The current type filter (empty: every type). */
+  readonly types: string[];
+  roomState(roomId: string): ConnectionState | undefined;
+  /** The last seq seen in a room; persist it and pass it back as `since` to resume later. */
+  lastSeq(roomId: string): number | null;
+  /** Opens every room that is not open (also restarts rooms stopped by an error). */
+  connect(): this;
+  /** Sends pending acks, closes every socket, stops reconnecting. */
+  close(timeoutMs?: number): Promise<void>;
+  /** Acknowledges notifications in every room that delivered them. Idempotent. */
+  ack(ids: string | string[]): void;
+  /** Adds type patterns to the server-side filter. */
+  subscribe(types: string[]): void;
+  /** Removes type patterns; an empty filter means every type. */
+  unsubscribe(types: string[]): void;
+  /** Sends a raw protocol frame to one room or all connected rooms; returns how many. */
+  send(frame: string | object, options?: { roomId?: string }): number;
+}
+
+/** Reconnect delay for attempt `attempt` (1-based): full jitter under an exponential cap. */
+export function backoffDelay(
+  attempt: number,
+  options?: { initialDelayMs?: number; maxDelayMs?: number; multiplier?: number },
+  random?: () => number,
+): number;
+
+export const CloseCode: {
+  readonly AUTH: 4001;
+  readonly RATE_LIMITED: 4002;
+  readonly INVALID_FRAMES: 4003;
+  readonly TOO_BIG: 1009;
+};
+
+export const DEFAULTS: Readonly<Required<Pick<RealtimeClientOptions,
+  | "initialDelayMs" | "maxDelayMs" | "multiplier" | "stableAfterMs" | "rateLimitedDelayMs"
+  | "maxReconnectAttempts" | "pingIntervalMs" | "pongTimeoutMs" | "connectTimeoutMs"
+  | "dedupeSize" | "ackDelayMs" | "autoAck">>>;

@@ -1,0 +1,281 @@
+// RealtimeClient reconnecting: across a runtime restart on the same storage (resume with no gap
+// and no duplicate), token refresh after 4001, close codes 4002/4003, backoff timing, keepalive.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { WebSocketServer } from "ws";
+import { startWorker, tokenFor, signHs256 } from "../support/harness.mjs";
+import {
+  makeClient, waitForState, waitForEvent, waitForCount, deferred, freePort, quiet,
+} from "./helpers.mjs";
+
+const cleanup = [];
+after(async () => { for (const fn of cleanup.reverse()) await fn(); });
+
+let n = 0;
+const uid = () => `r${process.pid}x${Date.now().toString(36)}x${n++}`;
+
+test("resumes after the runtime restarts on the same storage: no gap, no duplicate", async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), "roomcast-client-"));
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const port = await freePort();
+  let w = await startWorker({ persist: dir, port });
+  cleanup.push(() => w.stop());
+  const u = uid();
+  const room = `user_${u}`;
+  // getToken runs before every (re)connect: the test holds it to publish while the client is
+  // provably away, then lets it in.
+  let gate = null;
+  const reasons = [];
+  const { client, seen } = makeClient({
+    url: w.base,
+    rooms: [room],
+    getToken: async ({ reason }) => {
+      reasons.push(reason);
+      if (gate) { gate.asked.resolve(); await gate.open.promise; }
+      return tokenFor(u);
+    },
+    initialDelayMs: 50,
+    maxDelayMs: 200,
+  });
+  const recoveries = [];
+  client.on("recovery", (r) => recoveries.push(r));
+  try {
+    await waitForState(client, "connected");
+    for (let i = 1; i <= 3; i++) await w.publish(room, { type: "note.created", data: { i } });
+    await waitForCount(client, seen, 3);
+
+    gate = { asked: deferred(), open: deferred() };
+    const dropped = waitForEvent(client, "disconnected");
+    await w.stop();
+    const [drop] = await dropped;
+    assert.equal(drop.wasConnected, true);
+    assert.equal(client.state, "reconnecting");
+
+    w = await startWorker({ persist: dir, port });
+    await gate.asked.promise; // the client is between attempts, holding no socket
+    const r4 = await w.publish(room, { type: "note.created", data: { i: 4 } });
+    const r5 = await w.publish(room, { type: "note.created", data: { i: 5 } });
+    assert.deepEqual([r4.body.seq, r5.body.seq], [4, 5], "seq continues across the restart");
+    assert.equal(r4.body.broadcastCount, 0);
+    gate.open.resolve();
+    gate = null;
+
+    await waitForState(client, "connected", 10000);
+    await waitForCount(client, seen, 5);
+    await w.publish(room, { type: "note.created", data: { i: 6 } });
+    await waitForCount(client, seen, 6);
+    assert.equal(await quiet(client, "notification", 300), true);
+    assert.deepEqual(seen.map((s) => s.data.i), [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(seen.map((s) => s.seq), [1, 2, 3, 4, 5, 6]);
+    assert.equal(new Set(seen.map((s) => s.id)).size, 6);
+    assert.deepEqual(recoveries.map((r) => [r.since, r.recovered]), [[3, true]]);
+    assert.equal(reasons[0], "connect");
+    assert.ok(reasons.slice(1).every((r) => r === "reconnect"), reasons.join());
+  } finally {
+    await client.close();
+  }
+});
+
+let shared;
+async function worker() {
+  if (!shared) {
+    shared = await startWorker({ bindings: { RATE_LIMIT_PER_MINUTE: "20" } });
+    cleanup.push(() => shared.stop());
+  }
+  return shared;
+}
+
+/** A token that the server still admits (within its 5 s leeway) but closes with 4001 in ~2 s. */
+function expiringToken(sub) {
+  const now = Math.floor(Date.now() / 1000);
+  return signHs256({ sub, iat: now - 10, exp: now - 3 });
+}
+
+// The server closes an expired token's socket at exp + 5 s leeway; workerd then takes several
+// seconds to end the TCP connection, which is when `ws` reports the close. So the three cases
+// share one wait.
+test("4001: getToken supplies a new token and the client resumes; without a new token it stops", async () => {
+  const w = await worker();
+  const LONG = 25000;
+
+  // (1) getToken: a short-lived token first, then a good one.
+  const u = uid();
+  const room = `user_${u}`;
+  const calls = [];
+  const refresh = makeClient({
+    url: w.base,
+    rooms: [room],
+    getToken: ({ reason }) => {
+      calls.push(reason);
+      return calls.length === 1 ? expiringToken(u) : tokenFor(u);
+    },
+    initialDelayMs: 50,
+  });
+  // (2) a static token, (3) a getToken that can only return the same token again.
+  const v = uid();
+  const fixed = expiringToken(v);
+  const stat = makeClient({ url: w.base, rooms: [`user_${v}`], token: fixed, initialDelayMs: 10 });
+  let asked = 0;
+  const same = makeClient({ url: w.base, rooms: [`user_${v}`], getToken: () => { asked++; return fixed; }, initialDelayMs: 10 });
+  const all = [refresh, stat, same];
+  try {
+    const dropped = waitForEvent(refresh.client, "disconnected", () => true, LONG);
+    const recovered = waitForEvent(refresh.client, "recovery", () => true, LONG);
+    const stopped = [stat, same].map((c) => waitForEvent(c.client, "state", (s) => s === "error", LONG));
+    await Promise.all(all.map((c) => waitForState(c.client, "connected")));
+    await w.publish(room, { type: "note.created", data: { i: 1 } });
+    await waitForCount(refresh.client, refresh.seen, 1);
+
+    const [drop] = await dropped;
+    assert.equal(drop.code, 4001);
+    const [rec] = await recovered;
+    assert.deepEqual([rec.since, rec.recovered], [1, true]);
+    assert.deepEqual(calls, ["connect", "expired"]);
+    assert.equal(refresh.client.state, "connected");
+    await w.publish(room, { type: "note.created", data: { i: 2 } });
+    await waitForCount(refresh.client, refresh.seen, 2);
+    assert.deepEqual(refresh.seen.map((s) => s.data.i), [1, 2]);
+
+    await Promise.all(stopped);
+    for (const c of [stat, same]) {
+      const fatal = c.errors.find((e) => e.fatal);
+      assert.equal(fatal.code, "token_expired");
+      assert.equal(fatal.closeCode, 4001);
+    }
+    assert.equal(asked, 2, "asked once to connect, once after the 4001");
+    assert.equal(await quiet(stat.client, "state", 300), true, "no reconnect attempts");
+  } finally {
+    await Promise.all(all.map((c) => c.client.close()));
+  }
+});
+
+test("4003 (invalid frames) stops the client; 4002 (rate limited) backs off harder", async () => {
+  const w = await worker();
+  const u = uid();
+  const invalid = makeClient({ url: w.base, rooms: [`user_${u}`], token: tokenFor(u), initialDelayMs: 10 });
+  const limited = makeClient({
+    url: w.base,
+    rooms: [`user_${u}`],
+    token: tokenFor(u),
+    initialDelayMs: 100,
+    rateLimitedDelayMs: 600,
+    random: () => 0.5,
+  });
+  try {
+    await Promise.all([waitForState(invalid.client, "connected"), waitForState(limited.client, "connected")]);
+    for (let i = 0; i < 10; i++) invalid.client.send("not json");
+    const [gone] = await waitForEvent(invalid.client, "disconnected");
+    assert.equal(gone.code, 4003);
+    assert.equal(invalid.client.state, "error");
+    assert.equal(invalid.errors.find((e) => e.fatal).code, "invalid_frames");
+
+    // 20 frames a minute: the 21st and on are refused, the 10th refusal closes with 4002.
+    const dropped = waitForEvent(limited.client, "disconnected");
+    const planned = waitForEvent(limited.client, "reconnecting");
+    for (let i = 0; i < 40; i++) limited.client.send({ type: "ping" });
+    const [drop] = await dropped;
+    assert.equal(drop.code, 4002);
+    const t0 = Date.now();
+    const [plan] = await planned;
+    // attempt 1: jitter 0.5 * 100 ms, plus the 600 ms penalty for 4002.
+    assert.deepEqual([plan.attempt, plan.delayMs, plan.code], [1, 650, 4002]);
+    await waitForState(limited.client, "connected", 5000);
+    const took = Date.now() - t0;
+    assert.ok(took >= 640 && took < 2500, `reconnected after ${took} ms`);
+  } finally {
+    await Promise.all([invalid.client.close(), limited.client.close()]);
+  }
+});
+
+test("real reconnects follow the backoff schedule and stop at maxReconnectAttempts", async () => {
+  // A port nothing listens on: every attempt fails at once, so the gaps are the delays.
+  const port = await freePort();
+  const plans = [];
+  const { client, errors } = makeClient({
+    url: `http://127.0.0.1:${port}`,
+    rooms: ["user_nobody"],
+    token: tokenFor("nobody"),
+    initialDelayMs: 40,
+    maxDelayMs: 160,
+    random: () => 0.999,
+    maxReconnectAttempts: 4,
+  });
+  const t0 = Date.now();
+  client.on("reconnecting", (p) => plans.push(p));
+  try {
+    await waitForState(client, "error", 5000);
+    const took = Date.now() - t0;
+    assert.ok(took >= 39 + 79 + 159 + 159, `gave up after ${took} ms`);
+    assert.deepEqual(plans.map((p) => p.delayMs), [39, 79, 159, 159]);
+    assert.deepEqual(plans.map((p) => p.attempt), [1, 2, 3, 4]);
+    assert.equal(errors.at(-1).code, "max_reconnect_attempts");
+    assert.equal(client.state, "error");
+  } finally {
+    await client.close();
+  }
+});
+
+test("keepalive: a peer that stops answering `ping` is treated as dead and replaced", async () => {
+  // A stand-in server: says `connected`, then never answers anything. The client is under test.
+  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  await new Promise((r) => wss.on("listening", r));
+  cleanup.push(() => new Promise((r) => { for (const c of wss.clients) c.terminate(); wss.close(r); }));
+  const pings = [];
+  let accepted = 0;
+  wss.on("connection", (sock) => {
+    accepted++;
+    sock.on("message", (m) => pings.push(m.toString()));
+    sock.send(JSON.stringify({ type: "connected", roomId: "user_k", connectionId: `c${accepted}`, lastSeq: 0 }));
+  });
+  const { client } = makeClient({
+    url: `http://127.0.0.1:${wss.address().port}`,
+    rooms: ["user_k"],
+    token: "t",
+    pingIntervalMs: 100,
+    pongTimeoutMs: 80,
+    initialDelayMs: 10,
+  });
+  try {
+    await waitForState(client, "connected");
+    const t0 = Date.now();
+    const [drop] = await waitForEvent(client, "disconnected", () => true, 3000);
+    const took = Date.now() - t0;
+    assert.equal(drop.reason, "keepalive timeout");
+    // First ping at 100 ms, declared dead 80 ms later.
+    assert.ok(took >= 170 && took < 1000, `detected after ${took} ms`);
+    assert.deepEqual(pings, ["ping"]);
+    const [hello] = await waitForEvent(client, "connected", () => true, 3000);
+    assert.equal(hello.connectionId, "c2");
+    assert.equal(accepted, 2);
+  } finally {
+    await client.close();
+  }
+});
+
+test("keepalive: answered pings keep the connection", async () => {
+  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  await new Promise((r) => wss.on("listening", r));
+  cleanup.push(() => new Promise((r) => { for (const c of wss.clients) c.terminate(); wss.close(r); }));
+  let pings = 0;
+  wss.on("connection", (sock) => {
+    sock.on("message", (m) => { if (m.toString() === "ping") { pings++; sock.send("pong"); } });
+    sock.send(JSON.stringify({ type: "connected", roomId: "user_k", connectionId: "c1", lastSeq: 0 }));
+  });
+  const { client } = makeClient({
+    url: `http://127.0.0.1:${wss.address().port}`,
+    rooms: ["user_k"],
+    token: "t",
+    pingIntervalMs: 50,
+    pongTimeoutMs: 100,
+  });
+  try {
+    await waitForState(client, "connected");
+    assert.equal(await quiet(client, "disconnected", 600), true);
+    assert.ok(pings >= 5, `${pings} pings`);
+  } finally {
+    await client.close();
+  }
+});
