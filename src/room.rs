@@ -106,6 +106,94 @@ impl Room {
         }
     }
 
+    /// Registers a freshly accepted connection and sends it `connected` and its replay, all in
+    /// one synchronous step: no publish can run in between, so nothing is lost or doubled at
+    /// the seam between replay and live frames. Returns how many entries were replayed.
+    fn greet(
+        &mut self,
+        ws: &WebSocket,
+        a: &Attachment,
+        since: Option<u64>,
+        now: i64,
+    ) -> Result<usize> {
+        self.guards.insert(
+            a.id.clone(),
+            ConnectionGuard::new(self.settings.rate_limit_per_minute, now),
+        );
+
+        let is_recovered = match since {
+            Some(s) => Some(recovered(s, self.last_seq, self.log.pruned_through()?)),
+            None => None,
+        };
+        let hello = server::connected(
+            &self.id,
+            &a.id,
+            self.last_seq,
+            is_recovered,
+            &time::iso_from_ms(now),
+        );
+        ws.send_with_str(&hello)?;
+        self.conns.push(Conn {
+            ws: ws.clone(),
+            id: a.id.clone(),
+            sub: a.sub.clone(),
+            closes_at: time::token_close_ms(a.exp, LEEWAY_SECS),
+            filter: TypeFilter::from_stored(&a.types),
+        });
+        let me = self.conns.len() - 1;
+        let replayed = match since {
+            None => {
+                let pending = self.log.pending()?;
+                let n = pending.len();
+                self.deliver_pending(pending, Some(me), now)?;
+                n
+            }
+            Some(s) => {
+                // Pending ones at or before `since` get what the alarm would give them now: a
+                // round if theirs has ended (the alarm is not kept for rounds that found nobody)
+                // or never started; a running round is left to the alarm.
+                let seen: Vec<Entry> = self.log.pending()?;
+                let seen = seen.into_iter().filter(|p| p.seq <= s).collect();
+                self.deliver_pending(seen, None, now)?;
+                let entries = self.log.after(s, u32::MAX)?;
+                let n = entries.len();
+                let (pending, settled): (Vec<_>, Vec<_>) = entries
+                    .into_iter()
+                    .partition(|e| e.status() == DeliveryStatus::Pending);
+                let filter = self.conns[me].filter.clone();
+                let policy = self.policy();
+                // One whose last round ended unacked fails now rather than in the alarm; the
+                // resuming client still gets it, like any stored notification after `since`.
+                let replay_pending = |room: &mut Room, p: Entry| -> Result<()> {
+                    let state = PendingState {
+                        attempts: p.attempts,
+                        last_attempt_at: p.last_attempt_at,
+                    };
+                    if policy.step(state, now) == Step::Fail && filter.matches(&p.kind) {
+                        ws.send_with_str(render_frame(&p.payload, p.attempts.max(1)))?;
+                    }
+                    room.deliver_pending(vec![p], Some(me), now)
+                };
+                let mut pending = pending.into_iter().peekable();
+                // Keep seq order across settled and pending entries.
+                for e in settled {
+                    while let Some(p) = pending.next_if(|p| p.seq < e.seq) {
+                        replay_pending(self, p)?;
+                    }
+                    if filter.matches(&e.kind) {
+                        let frame = render_frame(&e.payload, e.attempts.max(1));
+                        ws.send_with_str(&frame)?;
+                    }
+                }
+                for p in pending {
+                    replay_pending(self, p)?;
+                }
+                n
+            }
+        };
+        Ok(replayed)
+    }
+
     /// Prunes the log per [`Pruner`]: cheap on every publish, a full sweep now and then.
     fn prune(&mut self, now: i64) -> Result<()> {
         match self.pruner.plan(self.retention(), self.last_seq, now) {
@@ -323,83 +411,20 @@ impl NotificationRoom {
             types: patterns,
         };
         self.state.accept_web_socket(&pair.server);
-        pair.server.serialize_attachment(&attachment)?;
-        room.guards.insert(
-            attachment.id.clone(),
-            ConnectionGuard::new(room.settings.rate_limit_per_minute, now),
-        );
-
-        // Connected, then the replay, then (after this synchronous block) live frames: no
-        // publish can run in between, so nothing is lost or doubled at the seam.
-        let is_recovered = match since {
-            Some(s) => Some(recovered(s, room.last_seq, room.log.pruned_through()?)),
-            None => None,
-        };
-        let hello = server::connected(
-            &room.id,
-            &attachment.id,
-            room.last_seq,
-            is_recovered,
-            &time::iso_from_ms(now),
-        );
-        pair.server.send_with_str(&hello)?;
-        room.conns.push(Conn {
-            ws: pair.server.clone(),
-            id: attachment.id.clone(),
-            sub: attachment.sub.clone(),
-            closes_at: time::token_close_ms(exp, LEEWAY_SECS),
-            filter: TypeFilter::from_stored(&attachment.types),
-        });
-        let me = room.conns.len() - 1;
-        let replayed = match since {
-            None => {
-                let pending = room.log.pending()?;
-                let n = pending.len();
-                room.deliver_pending(pending, Some(me), now)?;
-                n
-            }
-            Some(s) => {
-                // Pending ones at or before `since` get what the alarm would give them now: a
-                // round if theirs has ended (the alarm is not kept for rounds that found nobody)
-                // or never started; a running round is left to the alarm.
-                let seen: Vec<Entry> = room.log.pending()?;
-                let seen = seen.into_iter().filter(|p| p.seq <= s).collect();
-                room.deliver_pending(seen, None, now)?;
-                let entries = room.log.after(s, u32::MAX)?;
-                let n = entries.len();
-                let (pending, settled): (Vec<_>, Vec<_>) = entries
-                    .into_iter()
-                    .partition(|e| e.status() == DeliveryStatus::Pending);
-                let filter = room.conns[me].filter.clone();
-                let policy = room.policy();
-                // One whose last round ended unacked fails now rather than in the alarm; the
-                // resuming client still gets it, like any stored notification after `since`.
-                let replay_pending = |room: &mut Room, p: Entry| -> Result<()> {
-                    let state = PendingState {
-                        attempts: p.attempts,
-                        last_attempt_at: p.last_attempt_at,
-                    };
-                    if policy.step(state, now) == Step::Fail && filter.matches(&p.kind) {
-                        pair.server
-                            .send_with_str(render_frame(&p.payload, p.attempts.max(1)))?;
-                    }
-                    room.deliver_pending(vec![p], Some(me), now)
-                };
-                let mut pending = pending.into_iter().peekable();
-                // Keep seq order across settled and pending entries.
-                for e in settled {
-                    while let Some(p) = pending.next_if(|p| p.seq < e.seq) {
-                        replay_pending(room, p)?;
-                    }
-                    if filter.matches(&e.kind) {
-                        let frame = render_frame(&e.payload, e.attempts.max(1));
-                        pair.server.send_with_str(&frame)?;
-                    }
+        let greeted = pair
+            .server
+            .serialize_attachment(&attachment)
+            .and_then(|()| room.greet(&pair.server, &attachment, since, now));
+        let replayed = match greeted {
+            Ok(n) => n,
+            Err(e) => {
+                // Accepted but not set up: close it rather than keep a socket the room half knows.
+                let _ = pair.server.close(Some(1011), Some("internal error"));
+                if let Some(i) = room.conns.iter().position(|c| c.id == attachment.id) {
+                    room.conns.swap_remove(i);
                 }
-                for p in pending {
-                    replay_pending(room, p)?;
-                }
-                n
+                room.guards.remove(&attachment.id);
+                return Err(e);
             }
         };
         log(
@@ -581,8 +606,15 @@ impl DurableObject for NotificationRoom {
         match req.path().as_str() {
             path::SUBSCRIBE => {
                 let resp = self.subscribe(&req)?;
-                let next = self.room()?.next_alarm(now_ms())?;
-                self.schedule(next).await?;
+                // The socket is live by now: failing to schedule is logged, not turned into a
+                // failed upgrade that would orphan it.
+                let next = self.room().and_then(|r| r.next_alarm(now_ms()));
+                if let Err(e) = async { self.schedule(next?).await }.await {
+                    log(
+                        "internal_error",
+                        json!({"error": e.to_string(), "in": "schedule"}),
+                    );
+                }
                 Ok(resp)
             }
             path::PUBLISH => self.publish(req).await,
