@@ -175,6 +175,7 @@ impl Room {
                     room.deliver_pending(vec![p], Some(me), now)
                 };
                 let mut pending = pending.into_iter().peekable();
+                let mut sent = 0;
                 // Keep seq order across settled and pending entries.
                 for e in settled {
                     while let Some(p) = pending.next_if(|p| p.seq < e.seq) {
@@ -183,8 +184,10 @@ impl Room {
                     if filter.matches(&e.kind) {
                         let frame = render_frame(&e.payload, e.attempts.max(1));
                         ws.send_with_str(&frame)?;
+                        sent += 1;
                     }
                 }
+                self.log.add_deliveries(sent)?;
                 for p in pending {
                     replay_pending(self, p)?;
                 }
@@ -258,7 +261,7 @@ impl Room {
         now: i64,
     ) -> Result<()> {
         let policy = self.policy();
-        let (mut rounds, mut failed) = (Vec::new(), Vec::new());
+        let (mut rounds, mut failed, mut sent) = (Vec::new(), Vec::new(), 0u64);
         for e in pending {
             let state = PendingState {
                 attempts: e.attempts,
@@ -266,7 +269,9 @@ impl Room {
             };
             match policy.step(state, now) {
                 Step::Round { attempt } => {
-                    if self.broadcast(&e.kind, &render_frame(&e.payload, attempt)) > 0 {
+                    let n = self.broadcast(&e.kind, &render_frame(&e.payload, attempt));
+                    if n > 0 {
+                        sent += u64::from(n);
                         rounds.push(e.seq);
                         log(
                             "retry",
@@ -279,6 +284,7 @@ impl Room {
                     if let Some(c) = newcomer.and_then(|i| self.conns.get(i)) {
                         if c.filter.matches(&e.kind) {
                             let _ = c.ws.send_with_str(render_frame(&e.payload, attempt));
+                            sent += 1;
                         }
                     }
                 }
@@ -293,7 +299,7 @@ impl Room {
         }
         self.log.record_round(&rounds, now)?;
         self.log.fail(&failed)?;
-        Ok(())
+        self.log.add_deliveries(sent)
     }
 }
 
@@ -537,7 +543,8 @@ impl NotificationRoom {
     fn health(&self) -> Result<Response> {
         let room = self.room()?;
         let (pending, failed) = room.log.delivery_counts()?;
-        let (last_at, publishes) = room.log.publish_stats()?;
+        let stats = room.log.stats()?;
+        let last_at = stats.last_broadcast_at;
         let body = json!({
             "ok": true,
             "roomId": room.id,
@@ -545,7 +552,8 @@ impl NotificationRoom {
             "pendingAcks": pending,
             "failedAcks": failed,
             "lastSeq": room.last_seq,
-            "publishes": publishes,
+            "publishes": stats.publishes,
+            "deliveries": stats.deliveries,
             "lastBroadcastAt": (last_at > 0).then(|| time::iso_from_ms(last_at)),
         });
         http::json(200, body.to_string())

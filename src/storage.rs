@@ -43,6 +43,18 @@ const MIGRATIONS: &[&[&str]] = &[&[
         UPDATE meta SET value = MAX(value, OLD.seq) WHERE key = 'pruned_through';
     END",
     "INSERT INTO meta (key, value) VALUES ('last_seq', 0), ('pruned_through', 0), ('publishes', 0), ('last_broadcast_at', 0)",
+], &[
+    // 2: count frames delivered (live sends here; redeliveries and replays by add_deliveries).
+    "INSERT INTO meta (key, value) VALUES ('deliveries', 0)",
+    "DROP TRIGGER notifications_appended",
+    "CREATE TRIGGER notifications_appended AFTER INSERT ON notifications BEGIN
+        UPDATE meta SET value = CASE key
+            WHEN 'last_seq' THEN MAX(value, NEW.seq)
+            WHEN 'publishes' THEN value + 1
+            WHEN 'deliveries' THEN value + NEW.broadcast_count
+            ELSE NEW.created_at END
+        WHERE key IN ('last_seq', 'publishes', 'last_broadcast_at', 'deliveries');
+    END",
 ]];
 
 /// One stored notification.
@@ -64,6 +76,15 @@ impl Entry {
     pub fn status(&self) -> DeliveryStatus {
         DeliveryStatus::parse(&self.delivery).unwrap_or(DeliveryStatus::Sent)
     }
+}
+
+/// Counters of a room, for the keyed health response.
+pub struct Stats {
+    /// When the last publish was stored (ms; 0 if never).
+    pub last_broadcast_at: i64,
+    pub publishes: u64,
+    /// Notification frames sent: live, redelivered and replayed.
+    pub deliveries: u64,
 }
 
 /// The first result of a publish, returned again for a duplicate.
@@ -168,12 +189,24 @@ impl RoomLog {
         self.meta("pruned_through")
     }
 
-    /// When the last publish was stored (ms; 0 if never), and how many publishes in all.
-    pub fn publish_stats(&self) -> Result<(i64, u64)> {
-        Ok((
-            self.meta("last_broadcast_at")? as i64,
-            self.meta("publishes")?,
-        ))
+    /// The room's counters since it was created.
+    pub fn stats(&self) -> Result<Stats> {
+        Ok(Stats {
+            last_broadcast_at: self.meta("last_broadcast_at")? as i64,
+            publishes: self.meta("publishes")?,
+            deliveries: self.meta("deliveries")?,
+        })
+    }
+
+    /// Counts frames sent outside a publish (redelivery rounds, replays, offline queue).
+    pub fn add_deliveries(&self, n: u64) -> Result<()> {
+        if n > 0 {
+            self.sql.exec(
+                "UPDATE meta SET value = value + ? WHERE key = 'deliveries'",
+                vec![V::Integer(n as i64)],
+            )?;
+        }
+        Ok(())
     }
 
     /// The earlier publish with this idempotency key, if it is still retained.

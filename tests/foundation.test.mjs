@@ -158,6 +158,7 @@ test("room health: anonymous liveness only, details with the API key, 401 with a
   assert.equal(empty.body.lastSeq, 0);
   assert.ok("lastBroadcastAt" in empty.body, JSON.stringify(empty.body));
   assert.equal(empty.body.lastBroadcastAt, null);
+  assert.deepEqual([empty.body.publishes, empty.body.deliveries, empty.body.failedAcks], [0, 0, 0]);
 
   const c = await w.connect(room, { token: tokenFor("hu", { rooms: [room] }) });
   assert.equal((await w.publish(room, { type: "a.b" })).status, 200);
@@ -167,6 +168,14 @@ test("room health: anonymous liveness only, details with the API key, 401 with a
   assert.equal(full.body.connections, 1);
   assert.equal(full.body.pendingAcks, 1);
   assert.equal(full.body.lastSeq, 2);
+  assert.equal(full.body.publishes, 2);
+  // Both publishes reached the one socket; a second socket then gets the pending one replayed.
+  assert.equal(full.body.deliveries, 2);
+  const d = await w.connect(room, { token: tokenFor("hv", { rooms: [room] }) });
+  assert.equal((await d.next()).attempt, 1);
+  const more = await w.request("GET", `/rooms/${room}/health`, { headers: KEY });
+  assert.equal(more.body.deliveries, 3);
+  await d.close();
   assert.match(full.body.lastBroadcastAt, ISO_Z);
   assert.ok(Math.abs(Date.parse(full.body.lastBroadcastAt) - Date.now()) < 60_000);
 
