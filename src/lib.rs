@@ -12,12 +12,14 @@
 //! | Auth (client tokens, API keys) | [`auth`] |
 //! | Publishing (body validation, frames) | [`notification`] |
 //! | WebSocket frames, type filters | [`protocol`] |
+//! | Connections (filters, per-user counts, token expiry) | [`connections`] |
 //! | Delivery (acks, retries, replay, pruning) | [`delivery`], `storage` |
 //! | Limits, close codes | [`limits`] |
 //! | Settings | [`config`] |
 
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod delivery;
 pub mod error;
 pub mod internal;

@@ -8,6 +8,7 @@
 
 use crate::auth::LEEWAY_SECS;
 use crate::config::Settings;
+use crate::connections::{Connection, Connections};
 use crate::delivery::{
     recovered, DeliveryStatus, PendingState, Prune, Pruner, Retention, RetryPolicy, Step,
 };
@@ -40,14 +41,7 @@ struct Attachment {
 }
 
 /// A live connection, as the room caches it.
-struct Conn {
-    ws: WebSocket,
-    id: String,
-    sub: String,
-    /// When the socket must close for its token (ms).
-    closes_at: i64,
-    filter: TypeFilter,
-}
+type Conn = Connection<WebSocket>;
 
 /// The awake room: settings, the log, and caches rebuilt on wake.
 struct Room {
@@ -55,7 +49,7 @@ struct Room {
     settings: Settings,
     log: RoomLog,
     last_seq: u64,
-    conns: Vec<Conn>,
+    conns: Connections<WebSocket>,
     guards: HashMap<String, ConnectionGuard>,
     /// Ms of the scheduled alarm: `None` for none, not yet known after a wake.
     alarm_at: Option<Option<i64>>,
@@ -78,17 +72,19 @@ extern "C" {
     fn send_js(this: &RawSocket, data: &js_sys::JsString) -> std::result::Result<(), JsValue>;
 }
 
-/// Sends one frame to each connection; returns the indexes of sockets that refused it (closed).
-fn fan_out<'a>(conns: impl Iterator<Item = (usize, &'a Conn)>, frame: &str) -> Vec<usize> {
+/// Sends one frame to each connection; returns how many, and the ids of sockets that refused
+/// it (already closed).
+fn fan_out<'a>(conns: impl Iterator<Item = &'a Conn>, frame: &str) -> (u32, Vec<String>) {
     let text = js_sys::JsString::from(frame);
-    let mut dead = Vec::new();
-    for (i, c) in conns {
-        let raw: &RawSocket = c.ws.as_ref().unchecked_ref();
+    let (mut count, mut dead) = (0, Vec::new());
+    for c in conns {
+        count += 1;
+        let raw: &RawSocket = c.socket.as_ref().unchecked_ref();
         if raw.send_js(&text).is_err() {
-            dead.push(i);
+            dead.push(c.id.clone());
         }
     }
-    dead
+    (count, dead)
 }
 
 impl Room {
@@ -108,14 +104,15 @@ impl Room {
 
     /// Registers a freshly accepted connection and sends it `connected` and its replay, all in
     /// one synchronous step: no publish can run in between, so nothing is lost or doubled at
-    /// the seam between replay and live frames. Returns how many entries were replayed.
+    /// the seam between replay and live frames. Returns how many entries were replayed, and
+    /// when the alarm must run for this connection (its token, or a round it started).
     fn greet(
         &mut self,
         ws: &WebSocket,
         a: &Attachment,
         since: Option<u64>,
         now: i64,
-    ) -> Result<usize> {
+    ) -> Result<(usize, i64)> {
         self.guards.insert(
             a.id.clone(),
             ConnectionGuard::new(self.settings.rate_limit_per_minute, now),
@@ -133,19 +130,22 @@ impl Room {
             &time::iso_from_ms(now),
         );
         ws.send_with_str(&hello)?;
-        self.conns.push(Conn {
-            ws: ws.clone(),
+        let closes_at = time::token_close_ms(a.exp, LEEWAY_SECS);
+        let filter = TypeFilter::from_stored(&a.types);
+        self.conns.add(Connection {
+            socket: ws.clone(),
             id: a.id.clone(),
             sub: a.sub.clone(),
-            closes_at: time::token_close_ms(a.exp, LEEWAY_SECS),
-            filter: TypeFilter::from_stored(&a.types),
+            closes_at,
+            filter: filter.clone(),
         });
-        let me = self.conns.len() - 1;
+        let me = Some(a.id.as_str());
+        let mut round_started = false;
         let replayed = match since {
             None => {
                 let pending = self.log.pending()?;
                 let n = pending.len();
-                self.deliver_pending(pending, Some(me), now)?;
+                round_started |= self.deliver_pending(pending, me, now)?;
                 n
             }
             Some(s) => {
@@ -154,17 +154,16 @@ impl Room {
                 // or never started; a running round is left to the alarm.
                 let seen: Vec<Entry> = self.log.pending()?;
                 let seen = seen.into_iter().filter(|p| p.seq <= s).collect();
-                self.deliver_pending(seen, None, now)?;
+                round_started |= self.deliver_pending(seen, None, now)?;
                 let entries = self.log.after(s, u32::MAX)?;
                 let n = entries.len();
                 let (pending, settled): (Vec<_>, Vec<_>) = entries
                     .into_iter()
                     .partition(|e| e.status() == DeliveryStatus::Pending);
-                let filter = self.conns[me].filter.clone();
                 let policy = self.policy();
                 // One whose last round ended unacked fails now rather than in the alarm; the
                 // resuming client still gets it, like any stored notification after `since`.
-                let replay_pending = |room: &mut Room, p: Entry| -> Result<()> {
+                let replay_pending = |room: &mut Room, p: Entry| -> Result<bool> {
                     let state = PendingState {
                         attempts: p.attempts,
                         last_attempt_at: p.last_attempt_at,
@@ -172,14 +171,14 @@ impl Room {
                     if policy.step(state, now) == Step::Fail && filter.matches(&p.kind) {
                         ws.send_with_str(render_frame(&p.payload, p.attempts.max(1)))?;
                     }
-                    room.deliver_pending(vec![p], Some(me), now)
+                    room.deliver_pending(vec![p], me, now)
                 };
                 let mut pending = pending.into_iter().peekable();
                 let mut sent = 0;
                 // Keep seq order across settled and pending entries.
                 for e in settled {
                     while let Some(p) = pending.next_if(|p| p.seq < e.seq) {
-                        replay_pending(self, p)?;
+                        round_started |= replay_pending(self, p)?;
                     }
                     if filter.matches(&e.kind) {
                         let frame = render_frame(&e.payload, e.attempts.max(1));
@@ -189,12 +188,17 @@ impl Room {
                 }
                 self.log.add_deliveries(sent)?;
                 for p in pending {
-                    replay_pending(self, p)?;
+                    round_started |= replay_pending(self, p)?;
                 }
                 n
             }
         };
-        Ok(replayed)
+        let alarm = if round_started {
+            closes_at.min(now + self.policy().interval_ms)
+        } else {
+            closes_at
+        };
+        Ok((replayed, alarm))
     }
 
     /// Prunes the log per [`Pruner`]: cheap on every publish, a full sweep now and then.
@@ -215,37 +219,26 @@ impl Room {
         Ok(())
     }
 
-    /// Sends a frame to every connection whose filter matches `kind`; returns how many.
+    /// Sends a frame to every connection whose filter matches `kind`; returns how many
+    /// (counted as targeted: a socket found closed is dropped, its close event follows).
     fn broadcast(&mut self, kind: &str, frame: &str) -> u32 {
-        let targets = self
-            .conns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.filter.matches(kind));
-        let count = self.conns.iter().filter(|c| c.filter.matches(kind)).count();
-        let dead = fan_out(targets, frame);
-        self.forget(dead);
-        count as u32
-    }
-
-    /// Drops cached connections whose sockets are gone (their close event also arrives).
-    fn forget(&mut self, mut dead: Vec<usize>) {
-        dead.sort_unstable();
-        for i in dead.into_iter().rev() {
-            let c = self.conns.swap_remove(i);
-            self.guards.remove(&c.id);
+        let (count, dead) = fan_out(self.conns.matching(kind), frame);
+        for id in dead {
+            self.forget(&id);
         }
+        count
     }
 
-    fn conn_index(&self, ws: &WebSocket) -> Option<usize> {
-        let id = ws.deserialize_attachment::<Attachment>().ok()??.id;
-        self.conns.iter().position(|c| c.id == id)
+    /// Forgets a connection (its socket is closed or closing).
+    fn forget(&mut self, id: &str) -> Option<Conn> {
+        self.guards.remove(id);
+        self.conns.remove(id)
     }
 
     /// When the alarm must next run: the earliest running round's end or token expiry.
     fn next_alarm(&self, now: i64) -> Result<Option<i64>> {
         let retry = self.log.next_round_due(now, self.policy().interval_ms)?;
-        let expiry = self.conns.iter().map(|c| c.closes_at).min();
+        let expiry = self.conns.next_close();
         Ok(match (retry, expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -253,13 +246,14 @@ impl Room {
     }
 
     /// Sends `pending` entries per the retry policy: due ones start a round for every matching
-    /// connection, running ones go to `newcomer` only (if any), exhausted ones fail.
+    /// connection, running ones go to `newcomer` only (if any), exhausted ones fail. Returns
+    /// whether a round started (the alarm must then run within one interval).
     fn deliver_pending(
         &mut self,
         pending: Vec<Entry>,
-        newcomer: Option<usize>,
+        newcomer: Option<&str>,
         now: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let policy = self.policy();
         let (mut rounds, mut failed, mut sent) = (Vec::new(), Vec::new(), 0u64);
         for e in pending {
@@ -281,9 +275,9 @@ impl Room {
                 }
                 Step::InRound { attempt, .. } => {
                     // A dead newcomer is dropped by its own close event.
-                    if let Some(c) = newcomer.and_then(|i| self.conns.get(i)) {
+                    if let Some(c) = newcomer.and_then(|id| self.conns.get(id)) {
                         if c.filter.matches(&e.kind) {
-                            let _ = c.ws.send_with_str(render_frame(&e.payload, attempt));
+                            let _ = c.socket.send_with_str(render_frame(&e.payload, attempt));
                             sent += 1;
                         }
                     }
@@ -299,7 +293,8 @@ impl Room {
         }
         self.log.record_round(&rounds, now)?;
         self.log.fail(&failed)?;
-        self.log.add_deliveries(sent)
+        self.log.add_deliveries(sent)?;
+        Ok(!rounds.is_empty())
     }
 }
 
@@ -313,25 +308,23 @@ impl NotificationRoom {
             let last_seq = log.last_seq()?;
             let now = now_ms();
             let mut guards = HashMap::new();
-            let conns = self
-                .state
-                .get_websockets()
-                .into_iter()
-                .filter_map(|ws| {
-                    let a = ws.deserialize_attachment::<Attachment>().ok()??;
-                    guards.insert(
-                        a.id.clone(),
-                        ConnectionGuard::new(settings.rate_limit_per_minute, now),
-                    );
-                    Some(Conn {
-                        filter: TypeFilter::from_stored(&a.types),
-                        closes_at: time::token_close_ms(a.exp, LEEWAY_SECS),
-                        ws,
-                        id: a.id,
-                        sub: a.sub,
-                    })
-                })
-                .collect();
+            let mut conns = Connections::default();
+            for ws in self.state.get_websockets() {
+                let Some(a) = ws.deserialize_attachment::<Attachment>().ok().flatten() else {
+                    continue;
+                };
+                guards.insert(
+                    a.id.clone(),
+                    ConnectionGuard::new(settings.rate_limit_per_minute, now),
+                );
+                conns.add(Connection {
+                    filter: TypeFilter::from_stored(&a.types),
+                    closes_at: time::token_close_ms(a.exp, LEEWAY_SECS),
+                    socket: ws,
+                    id: a.id,
+                    sub: a.sub,
+                });
+            }
             let id = log.room_id()?.unwrap_or_default();
             *slot = Some(Room {
                 id,
@@ -347,7 +340,12 @@ impl NotificationRoom {
         Ok(RefMut::map(slot, |r| r.as_mut().expect("opened above")))
     }
 
-    /// Makes sure the alarm runs by `at` (ms), or not at all when `at` is None.
+    /// The id of a connection's socket: its hibernation tag (cheaper than its attachment).
+    fn conn_id(&self, ws: &WebSocket) -> Option<String> {
+        self.state.get_tags(ws).into_iter().next()
+    }
+
+    /// Makes sure the alarm runs by `at` (ms); `None` changes nothing.
     async fn schedule(&self, at: Option<i64>) -> Result<()> {
         let known = self.room()?.alarm_at;
         let current = match known {
@@ -369,7 +367,8 @@ impl NotificationRoom {
         Ok(())
     }
 
-    fn subscribe(&self, req: &Request) -> Result<Response> {
+    /// Accepts a connection; returns the upgrade response and when the alarm must run for it.
+    fn subscribe(&self, req: &Request) -> Result<(Response, Option<i64>)> {
         let h = |name| req.headers().get(name).ok().flatten().unwrap_or_default();
         let sub = h(header::SUB);
         // Capped: a far-future `exp` (up to i64::MAX from a token) must still fit the socket
@@ -394,19 +393,24 @@ impl NotificationRoom {
                 "limit_refused",
                 json!({"room": room.id, "limit": "room", "sub": sub}),
             );
-            return http::error(&ApiError::RoomFull {
-                retry_after_secs: 30,
-            });
+            return Ok((
+                http::error(&ApiError::RoomFull {
+                    retry_after_secs: 30,
+                })?,
+                None,
+            ));
         }
-        let per_user = room.conns.iter().filter(|c| c.sub == sub).count();
-        if per_user >= room.settings.max_connections_per_user as usize {
+        if room.conns.count_for(&sub) >= room.settings.max_connections_per_user as usize {
             log(
                 "limit_refused",
                 json!({"room": room.id, "limit": "user", "sub": sub}),
             );
-            return http::error(&ApiError::UserConnectionLimit {
-                retry_after_secs: 30,
-            });
+            return Ok((
+                http::error(&ApiError::UserConnectionLimit {
+                    retry_after_secs: 30,
+                })?,
+                None,
+            ));
         }
 
         let pair = WebSocketPair::new()?;
@@ -416,20 +420,18 @@ impl NotificationRoom {
             exp,
             types: patterns,
         };
-        self.state.accept_web_socket(&pair.server);
+        self.state
+            .accept_websocket_with_tags(&pair.server, &[attachment.id.as_str()]);
         let greeted = pair
             .server
             .serialize_attachment(&attachment)
             .and_then(|()| room.greet(&pair.server, &attachment, since, now));
-        let replayed = match greeted {
-            Ok(n) => n,
+        let (replayed, alarm) = match greeted {
+            Ok(done) => done,
             Err(e) => {
                 // Accepted but not set up: close it rather than keep a socket the room half knows.
                 let _ = pair.server.close(Some(1011), Some("internal error"));
-                if let Some(i) = room.conns.iter().position(|c| c.id == attachment.id) {
-                    room.conns.swap_remove(i);
-                }
-                room.guards.remove(&attachment.id);
+                room.forget(&attachment.id);
                 return Err(e);
             }
         };
@@ -438,7 +440,7 @@ impl NotificationRoom {
             json!({"room": room.id, "connection": attachment.id, "sub": attachment.sub,
                    "since": since, "replayed": replayed, "connections": room.conns.len()}),
         );
-        Response::from_websocket(pair.client)
+        Ok((Response::from_websocket(pair.client)?, Some(alarm)))
     }
 
     async fn publish(&self, mut req: Request) -> Result<Response> {
@@ -467,11 +469,7 @@ impl NotificationRoom {
             }
             let seq = room.last_seq + 1;
             let payload = render_payload(&id, seq, &members);
-            let count = room
-                .conns
-                .iter()
-                .filter(|c| c.filter.matches(&kind))
-                .count() as u32;
+            let count = room.conns.matching(&kind).count() as u32;
             let appended = room.log.append(&NewEntry {
                 seq,
                 id: &id,
@@ -560,7 +558,8 @@ impl NotificationRoom {
     }
 
     /// Persists a connection's new filter (it must survive hibernation) and confirms it.
-    fn refilter(ws: &WebSocket, conn: &Conn) -> Result<()> {
+    fn refilter(conn: &Conn) -> Result<()> {
+        let ws = &conn.socket;
         ws.serialize_attachment(&Attachment {
             id: conn.id.clone(),
             sub: conn.sub.clone(),
@@ -573,9 +572,7 @@ impl NotificationRoom {
     /// Closes a connection with `code` and forgets it.
     fn close(&self, room: &mut Room, ws: &WebSocket, code: u16, reason: &str) {
         let _ = ws.close(Some(code), Some(reason));
-        if let Some(i) = room.conn_index(ws) {
-            let c = room.conns.swap_remove(i);
-            room.guards.remove(&c.id);
+        if let Some(c) = self.conn_id(ws).and_then(|id| room.forget(&id)) {
             log(
                 "disconnect",
                 json!({"room": room.id, "connection": c.id, "code": code, "reason": reason}),
@@ -613,11 +610,10 @@ impl DurableObject for NotificationRoom {
         }
         match req.path().as_str() {
             path::SUBSCRIBE => {
-                let resp = self.subscribe(&req)?;
+                let (resp, alarm) = self.subscribe(&req)?;
                 // The socket is live by now: failing to schedule is logged, not turned into a
                 // failed upgrade that would orphan it.
-                let next = self.room().and_then(|r| r.next_alarm(now_ms()));
-                if let Err(e) = async { self.schedule(next?).await }.await {
+                if let Err(e) = self.schedule(alarm).await {
                     log(
                         "internal_error",
                         json!({"error": e.to_string(), "in": "schedule"}),
@@ -640,7 +636,7 @@ impl DurableObject for NotificationRoom {
         let now = now_ms();
         let mut room = self.room()?;
         let room = &mut *room;
-        let Some(i) = room.conn_index(&ws) else {
+        let Some(conn_id) = self.conn_id(&ws).filter(|id| room.conns.get(id).is_some()) else {
             return Ok(());
         };
         let len = match &message {
@@ -649,7 +645,6 @@ impl DurableObject for NotificationRoom {
         };
         let max = room.settings.max_message_bytes;
         let per_minute = room.settings.rate_limit_per_minute;
-        let conn_id = room.conns[i].id.clone();
         let admission = room
             .guards
             .entry(conn_id.clone())
@@ -691,7 +686,11 @@ impl DurableObject for NotificationRoom {
             Ok(ClientFrame::TextPing) => ws.send_with_str("pong")?,
             Ok(ClientFrame::Ping) => ws.send_with_str(server::pong(&time::iso_from_ms(now)))?,
             Ok(ClientFrame::Ack(ids)) => {
-                let sub = room.conns[i].sub.clone();
+                let sub = room
+                    .conns
+                    .get(&conn_id)
+                    .map(|c| c.sub.clone())
+                    .unwrap_or_default();
                 let changed = room.log.ack(&ids, &sub, now)?;
                 if changed > 0 {
                     log(
@@ -701,12 +700,16 @@ impl DurableObject for NotificationRoom {
                 }
             }
             Ok(ClientFrame::Subscribe(p)) => {
-                room.conns[i].filter.add(p);
-                Self::refilter(&ws, &room.conns[i])?;
+                if let Some(f) = room.conns.filter_mut(&conn_id) {
+                    f.add(p);
+                }
+                room.conns.get(&conn_id).map(Self::refilter).transpose()?;
             }
             Ok(ClientFrame::Unsubscribe(p)) => {
-                room.conns[i].filter.remove(&p);
-                Self::refilter(&ws, &room.conns[i])?;
+                if let Some(f) = room.conns.filter_mut(&conn_id) {
+                    f.remove(&p);
+                }
+                room.conns.get(&conn_id).map(Self::refilter).transpose()?;
             }
         }
         Ok(())
@@ -730,10 +733,8 @@ impl DurableObject for NotificationRoom {
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
-        let mut room = self.room()?;
-        if let Some(i) = room.conn_index(&ws) {
-            let c = room.conns.swap_remove(i);
-            room.guards.remove(&c.id);
+        if let Some(id) = self.conn_id(&ws) {
+            self.room()?.forget(&id);
         }
         Ok(())
     }
@@ -745,14 +746,10 @@ impl DurableObject for NotificationRoom {
             let room = &mut *room;
             room.alarm_at = Some(None);
             // Tokens that expired while connected: close with 4001.
-            let expired: Vec<WebSocket> = room
-                .conns
-                .iter()
-                .filter(|c| c.closes_at <= now)
-                .map(|c| c.ws.clone())
-                .collect();
-            for ws in expired {
-                self.close(room, &ws, 4001, "token expired");
+            for id in room.conns.expired(now) {
+                if let Some(ws) = room.conns.get(&id).map(|c| c.socket.clone()) {
+                    self.close(room, &ws, 4001, "token expired");
+                }
             }
             let due = room.log.due(now, room.policy().interval_ms)?;
             room.deliver_pending(due, None, now)?;

@@ -1,0 +1,180 @@
+//! The room's live connections: who is connected, with what type filter, until when.
+//!
+//! Generic over the socket so it is plain Rust (unit-tested natively); the room stores the
+//! runtime's `WebSocket` in it. Every operation a connect, a close or a publish needs is O(1) or
+//! O(log n) — except fan-out, which visits each matching connection once — so a reconnect storm
+//! or a mass disconnect of n sockets costs O(n log n), not O(n²).
+
+use crate::protocol::TypeFilter;
+use std::collections::{BTreeSet, HashMap};
+
+/// One live connection.
+#[derive(Debug, Clone)]
+pub struct Connection<S> {
+    pub socket: S,
+    /// Random id, also the socket's hibernation tag.
+    pub id: String,
+    /// The token's `sub`.
+    pub sub: String,
+    /// When the socket must close for its token (ms).
+    pub closes_at: i64,
+    pub filter: TypeFilter,
+}
+
+/// The set of live connections.
+#[derive(Debug, Clone)]
+pub struct Connections<S> {
+    list: Vec<Connection<S>>,
+    /// id → position in `list`.
+    index: HashMap<String, usize>,
+    per_user: HashMap<String, usize>,
+    /// (closes_at, id), ordered: the earliest token expiry is the first.
+    closing: BTreeSet<(i64, String)>,
+}
+
+impl<S> Default for Connections<S> {
+    fn default() -> Self {
+        Connections {
+            list: Vec::new(),
+            index: HashMap::new(),
+            per_user: HashMap::new(),
+            closing: BTreeSet::new(),
+        }
+    }
+}
+
+impl<S> Connections<S> {
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// How many connections this `sub` holds.
+    pub fn count_for(&self, sub: &str) -> usize {
+        self.per_user.get(sub).copied().unwrap_or(0)
+    }
+
+    /// Adds a connection (replacing one with the same id, which random ids make theoretical).
+    pub fn add(&mut self, c: Connection<S>) {
+        self.remove(&c.id);
+        *self.per_user.entry(c.sub.clone()).or_insert(0) += 1;
+        self.closing.insert((c.closes_at, c.id.clone()));
+        self.index.insert(c.id.clone(), self.list.len());
+        self.list.push(c);
+    }
+
+    /// Removes a connection by id.
+    pub fn remove(&mut self, id: &str) -> Option<Connection<S>> {
+        let i = self.index.remove(id)?;
+        let c = self.list.swap_remove(i);
+        if let Some(moved) = self.list.get(i) {
+            self.index.insert(moved.id.clone(), i);
+        }
+        if let Some(n) = self.per_user.get_mut(&c.sub) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&c.sub);
+            }
+        }
+        self.closing.remove(&(c.closes_at, c.id.clone()));
+        Some(c)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Connection<S>> {
+        self.index.get(id).map(|&i| &self.list[i])
+    }
+
+    /// The connection's filter, to change it (subscribe / unsubscribe).
+    pub fn filter_mut(&mut self, id: &str) -> Option<&mut TypeFilter> {
+        let i = *self.index.get(id)?;
+        Some(&mut self.list[i].filter)
+    }
+
+    /// Connections whose filter lets a notification of type `kind` through.
+    pub fn matching<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Connection<S>> {
+        self.list.iter().filter(move |c| c.filter.matches(kind))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Connection<S>> {
+        self.list.iter()
+    }
+
+    /// The earliest time a connection must close for its token.
+    pub fn next_close(&self) -> Option<i64> {
+        self.closing.first().map(|(t, _)| *t)
+    }
+
+    /// Ids of the connections whose token has expired at `now`.
+    pub fn expired(&self, now: i64) -> Vec<String> {
+        self.closing
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(id: &str, sub: &str, closes_at: i64, types: &str) -> Connection<u32> {
+        Connection {
+            socket: 0,
+            id: id.into(),
+            sub: sub.into(),
+            closes_at,
+            filter: TypeFilter::from_query(types).unwrap(),
+        }
+    }
+
+    #[test]
+    fn add_remove_and_count_per_user() {
+        let mut cs = Connections::default();
+        cs.add(conn("a", "u1", 30, ""));
+        cs.add(conn("b", "u1", 10, "note.*"));
+        cs.add(conn("c", "u2", 20, ""));
+        assert_eq!(
+            (cs.len(), cs.count_for("u1"), cs.count_for("u2")),
+            (3, 2, 1)
+        );
+        assert_eq!(cs.remove("a").map(|c| c.id), Some("a".into()));
+        assert!(cs.remove("a").is_none(), "removing twice is harmless");
+        assert_eq!(cs.count_for("u1"), 1);
+        // "c" moved into the removed slot and is still found by id.
+        assert_eq!(cs.get("c").map(|c| c.sub.as_str()), Some("u2"));
+        assert_eq!(cs.get("b").map(|c| c.closes_at), Some(10));
+        cs.remove("b");
+        cs.remove("c");
+        assert!(cs.is_empty() && cs.count_for("u1") == 0 && cs.next_close().is_none());
+    }
+
+    #[test]
+    fn matching_follows_filters() {
+        let mut cs = Connections::default();
+        cs.add(conn("all", "u", 0, ""));
+        cs.add(conn("notes", "u", 0, "note.*"));
+        let ids = |kind| cs.matching(kind).map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids("note.created"), ["all", "notes"]);
+        assert_eq!(ids("task.done"), ["all"]);
+        let task = crate::protocol::TypePattern::parse("task.done").unwrap();
+        cs.filter_mut("notes").unwrap().add(vec![task]);
+        assert_eq!(cs.matching("task.done").count(), 2);
+    }
+
+    #[test]
+    fn expiry_is_ordered() {
+        let mut cs = Connections::default();
+        cs.add(conn("late", "u", 300, ""));
+        cs.add(conn("soon", "u", 100, ""));
+        cs.add(conn("mid", "v", 200, ""));
+        assert_eq!(cs.next_close(), Some(100));
+        assert_eq!(cs.expired(99), Vec::<String>::new());
+        assert_eq!(cs.expired(200), ["soon", "mid"]);
+        cs.remove("soon");
+        assert_eq!(cs.next_close(), Some(200));
+    }
+}
