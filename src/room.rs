@@ -23,11 +23,13 @@ use crate::{http, time};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::cell::{RefCell, RefMut};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
 use worker::wasm_bindgen::{self, prelude::*, JsCast};
 use worker::{
-    durable_object, js_sys, DurableObject, Env, Request, Response, Result, ScheduledTime, State,
-    WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    durable_object, js_sys, wasm_bindgen_futures, Delay, DurableObject, Env, Request, Response,
+    Result, ScheduledTime, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 /// What each hibernatable socket carries across hibernation.
@@ -54,6 +56,7 @@ struct Room {
     /// Ms of the scheduled alarm: `None` for none, not yet known after a wake.
     alarm_at: Option<Option<i64>>,
     pruner: Pruner,
+    outbox: Rc<RefCell<Outbox>>,
 }
 
 #[durable_object]
@@ -72,19 +75,103 @@ extern "C" {
     fn send_js(this: &RawSocket, data: &js_sys::JsString) -> std::result::Result<(), JsValue>;
 }
 
-/// Sends one frame to each connection; returns how many, and the ids of sockets that refused
-/// it (already closed).
-fn fan_out<'a>(conns: impl Iterator<Item = &'a Conn>, frame: &str) -> (u32, Vec<String>) {
-    let text = js_sys::JsString::from(frame);
-    let (mut count, mut dead) = (0, Vec::new());
-    for c in conns {
-        count += 1;
-        let raw: &RawSocket = c.socket.as_ref().unchecked_ref();
-        if raw.send_js(&text).is_err() {
-            dead.push(c.id.clone());
+/// Fan-outs up to this many sockets are sent before the publish is answered: the common rooms
+/// (a user's tabs, one request) get their frames with no extra hop.
+const SEND_NOW_MAX: usize = 256;
+/// Larger fan-outs go out this many sockets per macrotask, so the publish response and the
+/// room's other events are not queued behind thousands of socket writes.
+const CHUNK: usize = 256;
+
+fn send_js(ws: &WebSocket, text: &js_sys::JsString) -> bool {
+    let raw: &RawSocket = ws.as_ref().unchecked_ref();
+    raw.send_js(text).is_ok()
+}
+
+/// Frames of large fan-outs waiting to go out, oldest first. Every fan-out goes through here
+/// while anything is queued, so each socket still receives frames in seq (and round) order.
+#[derive(Default)]
+struct Outbox {
+    batches: VecDeque<Batch>,
+    draining: bool,
+}
+
+struct Batch {
+    text: js_sys::JsString,
+    targets: Vec<WebSocket>,
+    next: usize,
+}
+
+impl Outbox {
+    /// Sends up to `budget` queued frames; true when nothing is left. A socket that closed in
+    /// the meantime refuses its frame, which is fine: its close event removes it.
+    fn drain(&mut self, mut budget: usize) -> bool {
+        while let Some(batch) = self.batches.front_mut() {
+            let end = batch.targets.len().min(batch.next + budget);
+            for ws in &batch.targets[batch.next..end] {
+                send_js(ws, &batch.text);
+            }
+            budget -= end - batch.next;
+            batch.next = end;
+            if batch.next < batch.targets.len() {
+                return false;
+            }
+            self.batches.pop_front();
         }
+        true
     }
-    (count, dead)
+}
+
+/// How a fan-out may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// Small ones at once, large ones through the outbox (publishes, alarm rounds).
+    Paced,
+    /// Everything at once, after what is queued (a connection's greeting: its replay must stay
+    /// in seq order with any round the greeting starts).
+    Now,
+}
+
+/// Sends `frame` to `targets` (see [`Pace`]). Returns the ids of sockets found closed (for
+/// frames sent at once).
+fn fan_out(
+    outbox: &Rc<RefCell<Outbox>>,
+    targets: Vec<&Conn>,
+    frame: &str,
+    pace: Pace,
+) -> Vec<String> {
+    let text = js_sys::JsString::from(frame);
+    let mut queue = outbox.borrow_mut();
+    if pace == Pace::Now {
+        queue.drain(usize::MAX);
+    }
+    if queue.batches.is_empty() && (pace == Pace::Now || targets.len() <= SEND_NOW_MAX) {
+        return targets
+            .into_iter()
+            .filter(|c| !send_js(&c.socket, &text))
+            .map(|c| c.id.clone())
+            .collect();
+    }
+    queue.batches.push_back(Batch {
+        text,
+        targets: targets.into_iter().map(|c| c.socket.clone()).collect(),
+        next: 0,
+    });
+    if !queue.draining {
+        queue.draining = true;
+        let outbox = Rc::clone(outbox);
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                // A macrotask boundary: the response and other events run in between.
+                Delay::from(Duration::ZERO).await;
+                let mut queue = outbox.borrow_mut();
+                if queue.drain(CHUNK) {
+                    queue.draining = false;
+                    break;
+                }
+            }
+        });
+    }
+    Vec::new()
 }
 
 impl Room {
@@ -145,7 +232,7 @@ impl Room {
             None => {
                 let pending = self.log.pending()?;
                 let n = pending.len();
-                round_started |= self.deliver_pending(pending, me, now)?;
+                round_started |= self.deliver_pending(pending, me, now, Pace::Now)?;
                 n
             }
             Some(s) => {
@@ -154,7 +241,7 @@ impl Room {
                 // or never started; a running round is left to the alarm.
                 let seen: Vec<Entry> = self.log.pending()?;
                 let seen = seen.into_iter().filter(|p| p.seq <= s).collect();
-                round_started |= self.deliver_pending(seen, None, now)?;
+                round_started |= self.deliver_pending(seen, None, now, Pace::Now)?;
                 let entries = self.log.after(s, u32::MAX)?;
                 let n = entries.len();
                 let (pending, settled): (Vec<_>, Vec<_>) = entries
@@ -171,7 +258,7 @@ impl Room {
                     if policy.step(state, now) == Step::Fail && filter.matches(&p.kind) {
                         ws.send_with_str(render_frame(&p.payload, p.attempts.max(1)))?;
                     }
-                    room.deliver_pending(vec![p], me, now)
+                    room.deliver_pending(vec![p], me, now, Pace::Now)
                 };
                 let mut pending = pending.into_iter().peekable();
                 let mut sent = 0;
@@ -221,9 +308,10 @@ impl Room {
 
     /// Sends a frame to every connection whose filter matches `kind`; returns how many
     /// (counted as targeted: a socket found closed is dropped, its close event follows).
-    fn broadcast(&mut self, kind: &str, frame: &str) -> u32 {
-        let (count, dead) = fan_out(self.conns.matching(kind), frame);
-        for id in dead {
+    fn broadcast(&mut self, kind: &str, frame: &str, pace: Pace) -> u32 {
+        let targets: Vec<&Conn> = self.conns.matching(kind).collect();
+        let count = targets.len() as u32;
+        for id in fan_out(&self.outbox, targets, frame, pace) {
             self.forget(&id);
         }
         count
@@ -253,6 +341,7 @@ impl Room {
         pending: Vec<Entry>,
         newcomer: Option<&str>,
         now: i64,
+        pace: Pace,
     ) -> Result<bool> {
         let policy = self.policy();
         let (mut rounds, mut failed, mut sent) = (Vec::new(), Vec::new(), 0u64);
@@ -263,7 +352,7 @@ impl Room {
             };
             match policy.step(state, now) {
                 Step::Round { attempt } => {
-                    let n = self.broadcast(&e.kind, &render_frame(&e.payload, attempt));
+                    let n = self.broadcast(&e.kind, &render_frame(&e.payload, attempt), pace);
                     if n > 0 {
                         sent += u64::from(n);
                         rounds.push(e.seq);
@@ -335,6 +424,7 @@ impl NotificationRoom {
                 guards,
                 alarm_at: None,
                 pruner: Pruner::default(),
+                outbox: Rc::default(),
             });
         }
         Ok(RefMut::map(slot, |r| r.as_mut().expect("opened above")))
@@ -488,7 +578,7 @@ impl NotificationRoom {
                 return Err(e);
             }
             room.last_seq = seq;
-            room.broadcast(&kind, &render_frame(&payload, 1));
+            room.broadcast(&kind, &render_frame(&payload, 1), Pace::Paced);
 
             room.prune(now)?;
             log(
@@ -752,7 +842,7 @@ impl DurableObject for NotificationRoom {
                 }
             }
             let due = room.log.due(now, room.policy().interval_ms)?;
-            room.deliver_pending(due, None, now)?;
+            room.deliver_pending(due, None, now, Pace::Paced)?;
             room.pruner.sweep_next();
             room.prune(now)?;
             room.next_alarm(now)?
