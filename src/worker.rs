@@ -131,16 +131,16 @@ async fn publish_body(
     Ok((body, header_value(&req, "idempotency-key")))
 }
 
+/// The start of an internal request to a room: its method, and headers naming the room (the
+/// only headers a room ever sees are the ones the Worker sets).
 fn room_request(
     room: &RoomId,
-    route: &str,
     method: Method,
 ) -> std::result::Result<(RequestInit, Headers), ApiError> {
     let headers = Headers::new();
     headers.set(header::ROOM, room.as_str()).map_err(internal)?;
     let mut init = RequestInit::new();
     init.with_method(method);
-    let _ = route;
     Ok((init, headers))
 }
 
@@ -168,7 +168,7 @@ async fn publish(
     room: &RoomId,
     d: &Draft,
 ) -> std::result::Result<(u16, String), ApiError> {
-    let (mut init, headers) = room_request(room, path::PUBLISH, Method::Post)?;
+    let (mut init, headers) = room_request(room, Method::Post)?;
     let set = |k, v: &str| headers.set(k, v).map_err(internal);
     set(header::ID, &d.id)?;
     set(header::TYPE, &d.kind)?;
@@ -226,7 +226,7 @@ async fn subscribe(
     }
     let q = SubscribeQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
 
-    let (init, headers) = room_request(room, path::SUBSCRIBE, Method::Get)?;
+    let (init, headers) = room_request(room, Method::Get)?;
     let set = |k, v: &str| headers.set(k, v).map_err(internal);
     set("upgrade", "websocket")?;
     set(header::SUB, &claims.sub)?;
@@ -341,7 +341,7 @@ async fn history(
             )));
         }
     }
-    let (init, headers) = room_request(room, path::HISTORY, Method::Get)?;
+    let (init, headers) = room_request(room, Method::Get)?;
     headers
         .set(header::SINCE, &q.since.to_string())
         .map_err(internal)?;
@@ -362,7 +362,7 @@ async fn health(room: &RoomId, req: Request, env: &Env) -> std::result::Result<R
     }
     let s = settings(env)?;
     require_api_key(&req, &s)?;
-    let (init, headers) = room_request(room, path::HEALTH, Method::Get)?;
+    let (init, headers) = room_request(room, Method::Get)?;
     call_room(env, room, path::HEALTH, init, headers).await
 }
 
