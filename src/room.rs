@@ -80,7 +80,7 @@ extern "C" {
 const SEND_NOW_MAX: usize = 256;
 /// Larger fan-outs go out this many sockets per macrotask, so the publish response and the
 /// room's other events are not queued behind thousands of socket writes.
-const CHUNK: usize = 256;
+const CHUNK: usize = 1024;
 
 fn send_js(ws: &WebSocket, text: &js_sys::JsString) -> bool {
     let raw: &RawSocket = ws.as_ref().unchecked_ref();
@@ -813,7 +813,9 @@ impl DurableObject for NotificationRoom {
         _clean: bool,
     ) -> Result<()> {
         let mut room = self.room()?;
-        // Echo the close; codes that may not be sent (1005, 1006, 1015) become 1000.
+        // Echo the close; codes that may not be sent (1005, 1006, 1015) become 1000. Needed even
+        // though web_socket_auto_reply_to_close is the default at our compatibility date: without
+        // the echo, clients of hibernatable sockets see 1006 (tests/foundation.test.mjs).
         let echo = match code {
             1000..=1003 | 1007..=1014 | 3000..=4999 => code as u16,
             _ => 1000,

@@ -70,8 +70,8 @@ async fn handle(route: &Route, req: Request, env: &Env) -> std::result::Result<R
             let s = settings(env)?;
             let (body, key) = publish_body(req, &s).await?;
             let draft = Draft::from_json(body, key.as_deref(), None, now_ms(), random_id)?;
-            let (status, body) = publish(env, room, &draft).await?;
-            http::json(status, body).map_err(internal)
+            // The room's answer is already SPEC's response: pass it through unread.
+            publish(env, room, &draft).await
         }
         Route::Broadcast => broadcast(req, env).await,
         Route::History(room) => history(room, req, env).await,
@@ -162,12 +162,8 @@ async fn call_room(
     stub.fetch_with_request(req).await.map_err(internal)
 }
 
-/// Publishes a validated notification to one room: `(status, body)` of the room's answer.
-async fn publish(
-    env: &Env,
-    room: &RoomId,
-    d: &Draft,
-) -> std::result::Result<(u16, String), ApiError> {
+/// Publishes a validated notification to one room; returns the room's answer.
+async fn publish(env: &Env, room: &RoomId, d: &Draft) -> std::result::Result<Response, ApiError> {
     let (mut init, headers) = room_request(room, Method::Post)?;
     let set = |k, v: &str| headers.set(k, v).map_err(internal);
     set(header::ID, &d.id)?;
@@ -178,10 +174,18 @@ async fn publish(
         set(header::KEY, k)?;
     }
     init.with_body(Some(d.members.clone().into()));
-    let mut resp = call_room(env, room, path::PUBLISH, init, headers).await?;
-    let status = resp.status_code();
+    call_room(env, room, path::PUBLISH, init, headers).await
+}
+
+/// Publishes to one room of `POST /broadcast`: `(status, body)` of the room's answer.
+async fn publish_read(
+    env: &Env,
+    room: &RoomId,
+    d: &Draft,
+) -> std::result::Result<(u16, String), ApiError> {
+    let mut resp = publish(env, room, d).await?;
     let body = resp.text().await.map_err(internal)?;
-    Ok((status, body))
+    Ok((resp.status_code(), body))
 }
 
 async fn subscribe(
@@ -271,10 +275,10 @@ async fn broadcast(req: Request, env: &Env) -> std::result::Result<Response, Api
         now_ms(),
         random_id,
     )?;
-    let user = publish(env, &user_room, &draft);
+    let user = publish_read(env, &user_room, &draft);
     let results = match &request_room {
         Some(r) => {
-            let (a, b) = futures_util::join!(user, publish(env, r, &draft));
+            let (a, b) = futures_util::join!(user, publish_read(env, r, &draft));
             vec![(user_room.clone(), a), (r.clone(), b)]
         }
         None => vec![(user_room.clone(), user.await)],
