@@ -1,0 +1,566 @@
+#!/usr/bin/env node
+// roomcast benchmark: the same workloads against roomcast and four JavaScript peers, in one
+// process, interleaved round-robin per workload so that drift (other load, thermal, GC) hits
+// every peer alike. See docs/benchmarks.md for the method and how to read the table.
+//
+//   node bench/run.mjs            full run (~5-10 min)
+//   node bench/run.mjs --quick    smoke (~1-2 min)
+//   node bench/run.mjs --only=cpu,big      a subset of workloads: wasm, memory, cpu (1-1,000
+//                                          sockets: CPU and fan-out), big (5,000), sustained,
+//                                          coldstart, storm
+//   node bench/run.mjs --out=FILE          write the JSON elsewhere (default bench/results/)
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import zlib from "node:zlib";
+import crypto from "node:crypto";
+import { execFileSync } from "node:child_process";
+import { PEERS, BASELINE, BENCH, ROOT, ROOMCAST_BUILD, Runtime, prepare } from "./lib/peers.mjs";
+import { Pool, Publisher, token } from "./lib/client.mjs";
+import { cpuMicros, rssKiB, machineLoad, machineJiffies, workerdChildren } from "./lib/proc.mjs";
+import { percentile, median, max, mean, linearFit } from "./lib/stats.mjs";
+
+const args = process.argv.slice(2);
+const QUICK = args.includes("--quick");
+const ONLY = args.find((a) => a.startsWith("--only="))?.slice(7).split(",");
+const OUT = args.find((a) => a.startsWith("--out="))?.slice(6) ?? path.join(BENCH, "results", QUICK ? "quick.json" : "latest.json");
+const WORKLOADS = ["wasm", "memory", "cpu", "big", "sustained", "coldstart", "storm"];
+const want = (w) => !ONLY || ONLY.includes(w);
+for (const w of ONLY ?? []) if (!WORKLOADS.includes(w)) throw new Error(`unknown workload ${w}; known: ${WORKLOADS.join(", ")}`);
+
+/** Sizes of each workload: full and quick. */
+const P = QUICK
+  ? {
+      memory: { rounds: 1, sockets: 1000 },
+      levels: [
+        { sockets: 1, warmup: 50, rounds: 2, perRound: 50 },
+        { sockets: 10, warmup: 20, rounds: 2, perRound: 40 },
+        { sockets: 100, warmup: 10, rounds: 2, perRound: 30 },
+        { sockets: 1000, warmup: 5, rounds: 1, perRound: 15 },
+      ],
+      big: { sockets: 2000, warmup: 3, publishes: 10 },
+      sustained: { sockets: 100, rounds: 2, seconds: 1, inflight: 8 },
+      coldstart: { reps: 1 },
+      storm: { sockets: 1000, before: 20, missed: 10 },
+    }
+  : {
+      memory: { rounds: 2, sockets: 1000 },
+      levels: [
+        { sockets: 1, warmup: 200, rounds: 4, perRound: 200 },
+        { sockets: 10, warmup: 50, rounds: 4, perRound: 150 },
+        { sockets: 100, warmup: 30, rounds: 4, perRound: 100 },
+        { sockets: 1000, warmup: 10, rounds: 3, perRound: 40 },
+      ],
+      big: { sockets: 5000, warmup: 5, publishes: 40 },
+      // Short slices so that drift hits every peer alike.
+      sustained: { sockets: 100, rounds: 10, seconds: 1, inflight: 8 },
+      coldstart: { reps: 3 },
+      storm: { sockets: 1000, before: 50, missed: 20 },
+    };
+
+const log = (...a) => console.error(`[${((performance.now() - T0) / 1000).toFixed(1).padStart(6)} s]`, ...a);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const T0 = performance.now();
+const rotate = (xs, r) => xs.map((_, i) => xs[(i + r) % xs.length]);
+
+// Never outlive the time budget; never leave a workerd behind.
+const started = new Set();
+const budgetMs = (QUICK ? 5 : 15) * 60_000;
+setTimeout(() => { console.error(`bench: over ${budgetMs / 60000} min, giving up`); process.exit(2); }, budgetMs).unref();
+process.on("exit", () => { for (const pid of started) { try { process.kill(pid, "SIGKILL"); } catch {} } });
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(130));
+
+async function start(peer, opts) {
+  const rt = await Runtime.start(peer, opts);
+  started.add(rt.pid);
+  const dispose = rt.dispose.bind(rt);
+  rt.dispose = async () => { await dispose(); started.delete(rt.pid); };
+  return rt;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results: figures[key] = { label, unit, better: "lower"|"higher", values: { peer: number } }.
+const figures = {};
+const raw = {};
+function figure(key, label, unit, better, peer, value) {
+  figures[key] ??= { label, unit, better, values: {} };
+  figures[key].values[peer] = value;
+}
+
+/** Own CPU (this process and its reaped children) in µs, to tell our load from others'. */
+function ownCpuMicros() {
+  const f = fs.readFileSync("/proc/self/stat", "utf8");
+  const x = f.slice(f.lastIndexOf(")") + 2).split(" ").map(Number);
+  const ticks = x[11] + x[12] + x[13] + x[14];
+  let live = 0;
+  for (const pid of workerdChildren()) { try { live += cpuMicros(pid).stat; } catch {} }
+  return (ticks * 1e6) / 100 + live;
+}
+
+// ---------------------------------------------------------------------------------------------
+function wasmSize() {
+  const wasm = fs.readFileSync(path.join(ROOMCAST_BUILD, "index_bg.wasm"));
+  const gz = zlib.gzipSync(wasm, { level: 9 }).length;
+  // Custom sections (the `name` section is debug info that a deploy could strip).
+  const sections = [];
+  let i = 8;
+  const leb = () => { let n = 0, s = 0, b; do { b = wasm[i++]; n |= (b & 0x7f) << s; s += 7; } while (b & 0x80); return n >>> 0; };
+  while (i < wasm.length) {
+    const start = i, id = wasm[i++], len = leb(), body = i;
+    let name = `#${id}`;
+    if (id === 0) { const l = wasm[i]; name = wasm.subarray(i + 1, i + 1 + l).toString(); }
+    sections.push({ id, name, start, end: body + len });
+    i = body + len;
+  }
+  const names = sections.find((s) => s.id === 0 && s.name === "name");
+  const stripped = names ? Buffer.concat([wasm.subarray(0, names.start), wasm.subarray(names.end)]) : wasm;
+  const r = {
+    raw: wasm.length, gzip: gz,
+    nameSection: names ? names.end - names.start : 0,
+    rawWithoutNames: stripped.length,
+    gzipWithoutNames: zlib.gzipSync(stripped, { level: 9 }).length,
+    js: fs.statSync(path.join(ROOMCAST_BUILD, "index.js")).size,
+    sha256: crypto.createHash("sha256").update(wasm).digest("hex").slice(0, 16),
+  };
+  figure("wasm_raw", "wasm size, raw", "KiB", "lower", "roomcast", r.raw / 1024);
+  figure("wasm_gzip", "wasm size, gzip -9", "KiB", "lower", "roomcast", r.gzip / 1024);
+  figure("wasm_gzip_nonames", "wasm gzip -9 without the name section", "KiB", "lower", "roomcast", r.gzipWithoutNames / 1024);
+  raw.wasm = r;
+  log(`wasm: ${(r.raw / 1024).toFixed(0)} KiB raw, ${(r.gzip / 1024).toFixed(0)} KiB gzip; name section ${(r.nameSection / 1024).toFixed(0)} KiB`);
+}
+
+// ---------------------------------------------------------------------------------------------
+/** RSS per 1,000 idle sockets, and how long 1,000 simultaneous handshakes take (fresh runtime). */
+async function memory(rts) {
+  const { rounds, sockets } = P.memory;
+  const deltas = Object.fromEntries(rts.map((rt) => [rt.name, []]));
+  const storms = Object.fromEntries(rts.map((rt) => [rt.name, []]));
+  const connectCpu = Object.fromEntries(rts.map((rt) => [rt.name, []]));
+  const pools = {};
+  for (const rt of rts) {
+    pools[rt.name] = new Pool(rt, "mem");
+    await pools[rt.name].open(1);
+    const pub = new Publisher(rt, "mem");
+    for (let i = 0; i < 5; i++) await pools[rt.name].allGot((await pub.publish()).seq);
+    pub.close();
+  }
+  await sleep(500);
+  for (const rt of rts) figure("rss_base", "runtime RSS, warm, before the sockets", "MiB", "lower", rt.name, rssKiB(rt.pid) / 1024);
+  for (let r = 0; r < rounds; r++) {
+    for (const rt of rotate(rts, r)) {
+      const before = rssKiB(rt.pid);
+      const c0 = cpuMicros(rt.pid).sched;
+      const t0 = performance.now();
+      await pools[rt.name].open(sockets, { concurrency: sockets });
+      storms[rt.name].push(performance.now() - t0);
+      connectCpu[rt.name].push((cpuMicros(rt.pid).sched - c0) / sockets);
+      await sleep(1500);
+      const after = rssKiB(rt.pid);
+      deltas[rt.name].push(((after - before) / 1024) * (1000 / sockets));
+      log(`memory ${rt.name}: +${sockets} sockets in ${(performance.now() - t0 - 1500).toFixed(0)} ms, RSS ${(before / 1024).toFixed(1)} -> ${(after / 1024).toFixed(1)} MiB`);
+    }
+  }
+  const closeCpu = {}, closeMs = {};
+  for (const rt of rts) {
+    figure("mem_per_1000", "RSS per 1,000 idle sockets", "MiB", "lower", rt.name, mean(deltas[rt.name]));
+    figure("connect_1000", "1,000 sockets connecting at once", "ms", "lower", rt.name, mean(storms[rt.name]));
+    figure("connect_cpu", "runtime CPU per connect (during those storms)", "µs", "lower", rt.name, mean(connectCpu[rt.name]));
+    // Every client hangs up at once: how much CPU the runtime spends on the closes.
+    const n = pools[rt.name].sockets.length;
+    const c0 = cpuMicros(rt.pid).sched, t0 = performance.now();
+    await pools[rt.name].close();
+    const settled = await settle(rt.pid);
+    closeCpu[rt.name] = (settled.cpu - c0) / n;
+    closeMs[rt.name] = settled.at - t0;
+    figure("close_cpu", `runtime CPU per disconnect (${n.toLocaleString("en-US")} hang up at once)`, "µs", "lower", rt.name, closeCpu[rt.name]);
+    figure("close_ms", `time until the runtime is idle again after those disconnects`, "ms", "lower", rt.name, closeMs[rt.name]);
+    log(`memory ${rt.name}: ${n} disconnects cost ${(closeCpu[rt.name]).toFixed(0)} µs CPU each, idle after ${closeMs[rt.name].toFixed(0)} ms`);
+  }
+  raw.memory = { deltas, storms, connectCpu, closeCpu, closeMs };
+}
+
+/** Waits until the runtime has been idle (< 2 ms CPU per 100 ms) and returns when and its CPU. */
+async function settle(pid, limitMs = 20_000) {
+  const t0 = performance.now();
+  let last = cpuMicros(pid).sched, lastBusy = performance.now();
+  while (performance.now() - t0 < limitMs) {
+    await sleep(100);
+    const now = cpuMicros(pid).sched;
+    if (now - last >= 2000) lastBusy = performance.now();
+    else if (performance.now() - lastBusy >= 300) return { at: lastBusy, cpu: now };
+    last = now;
+  }
+  return { at: performance.now(), cpu: cpuMicros(pid).sched };
+}
+
+// ---------------------------------------------------------------------------------------------
+/**
+ * One publish at a time into a room with `sockets` sockets: each publish waits for its answer
+ * and for the last socket's frame. Gives fan-out latency and the runtime's CPU per publish.
+ */
+async function publishBatch(rt, pool, pub, n) {
+  const out = { resp: [], fanout: [], answeredFirst: 0, cpu: 0, cpuStat: 0, user: 0, sys: 0 };
+  const c0 = cpuMicros(rt.pid);
+  for (let i = 0; i < n; i++) {
+    const r = await pub.publish();
+    if (r.count !== pool.sockets.length) throw new Error(`${rt.name}: broadcastCount ${r.count}, expected ${pool.sockets.length}`);
+    const tAll = await pool.allGot(r.seq);
+    out.resp.push(r.ms);
+    out.fanout.push(tAll - r.t0);
+    if (r.t1 <= tAll) out.answeredFirst++;
+  }
+  const c1 = cpuMicros(rt.pid);
+  out.cpu = c1.sched - c0.sched;
+  out.cpuStat = c1.stat - c0.stat;
+  out.user = c1.user - c0.user;
+  out.sys = c1.sys - c0.sys;
+  pool.reset();
+  return out;
+}
+
+function merge(batches) {
+  const m = { resp: [], fanout: [], answeredFirst: 0, cpu: 0, cpuStat: 0, user: 0, sys: 0, n: 0, perBatch: [] };
+  for (const b of batches) {
+    m.perBatch.push(b.cpu / b.resp.length);
+    m.resp.push(...b.resp); m.fanout.push(...b.fanout);
+    m.answeredFirst += b.answeredFirst; m.cpu += b.cpu; m.cpuStat += b.cpuStat; m.n += b.resp.length;
+    m.user += b.user; m.sys += b.sys;
+  }
+  return m;
+}
+
+function recordLevel(name, sockets, m) {
+  const s = sockets.toLocaleString("en-US");
+  figure(`fanout_p50_${sockets}`, `fan-out p50 @${s} sockets`, "ms", "lower", name, median(m.fanout));
+  figure(`fanout_p99_${sockets}`, `fan-out p99 @${s} sockets`, "ms", "lower", name, percentile(m.fanout, 99));
+  figure(`fanout_max_${sockets}`, `fan-out max @${s} sockets`, "ms", "lower", name, max(m.fanout));
+  figure(`publish_p50_${sockets}`, `publish response p50 @${s} sockets`, "ms", "lower", name, median(m.resp));
+  // The median batch, so that a burst of other load during one batch does not move the figure.
+  figure(`cpu_${sockets}`, `runtime CPU per publish @${s} sockets (median batch)`, "µs", "lower", name, median(m.perBatch));
+  figure(`cpustat_${sockets}`, `runtime CPU per publish @${s} (utime+stime, 10 ms ticks)`, "µs", "lower", name, m.cpuStat / m.n);
+  figure(`cpu_sys_share_${sockets}`, `kernel share of that CPU (stime / (utime+stime)) @${s}`, "%", "info", name, (100 * m.sys) / (m.user + m.sys));
+  figure(`answered_first_${sockets}`, `publishes answered before the last socket's frame @${s}`, "%", "info", name, (100 * m.answeredFirst) / m.n);
+}
+
+async function cpuAndFanout(rts, floorRt) {
+  raw.levels = {};
+  for (const level of P.levels) {
+    const { sockets, warmup, rounds, perRound } = level;
+    const room = `lvl${sockets}`;
+    const pools = {}, pubs = {}, batches = {};
+    for (const rt of rts) {
+      pools[rt.name] = new Pool(rt, room);
+      const t0 = performance.now();
+      await pools[rt.name].open(sockets);
+      pubs[rt.name] = new Publisher(rt, room);
+      await publishBatch(rt, pools[rt.name], pubs[rt.name], warmup);
+      batches[rt.name] = [];
+      log(`level ${sockets}: ${rt.name} connected in ${(performance.now() - t0).toFixed(0)} ms, warmed up`);
+    }
+    for (let r = 0; r < rounds; r++) {
+      for (const rt of rotate(rts, r)) {
+        batches[rt.name].push(await publishBatch(rt, pools[rt.name], pubs[rt.name], perRound));
+      }
+    }
+    raw.levels[sockets] = {};
+    for (const rt of rts) {
+      const m = merge(batches[rt.name]);
+      recordLevel(rt.name, sockets, m);
+      raw.levels[sockets][rt.name] = { n: m.n, cpuMicros: m.cpu, cpuPerBatch: m.perBatch, cpuStatMicros: m.cpuStat, userMicros: m.user, sysMicros: m.sys, resp: m.resp, fanout: m.fanout, order: pools[rt.name].order };
+      if (pools[rt.name].order) throw new Error(`${rt.name}: ${pools[rt.name].order} frames out of order at level ${sockets}`);
+      log(`level ${sockets}: ${rt.name} fan-out p50 ${median(m.fanout).toFixed(2)} ms, CPU ${m.perBatch.map((c) => c.toFixed(0)).join(" / ")} µs/publish per batch`);
+      pubs[rt.name].close();
+      await pools[rt.name].close();
+    }
+  }
+  // The floor: a request the Worker answers without a Durable Object (js-hibernating's /noop).
+  const pub = new Publisher(floorRt, "floor");
+  for (let i = 0; i < 100; i++) await pub.noop();
+  const c0 = cpuMicros(floorRt.pid), n = P.levels[0].rounds * P.levels[0].perRound;
+  for (let i = 0; i < n; i++) await pub.noop();
+  const c1 = cpuMicros(floorRt.pid);
+  pub.close();
+  raw.floor = { requests: n, cpuMicros: c1.sched - c0.sched };
+  figure("cpu_floor", "runtime CPU per request that never reaches a DO (HTTP + Miniflare floor)", "µs", "lower", floorRt.name, (c1.sched - c0.sched) / n);
+
+  // Above the floor: what the publish itself costs, beyond the HTTP + Miniflare overhead
+  // every request pays (measured on js-hibernating's Worker, the same for every peer).
+  const floor = (c1.sched - c0.sched) / n;
+  for (const rt of rts) {
+    figure("cpu_above_floor_1", "runtime CPU per publish @1 socket above that floor", "µs", "lower", rt.name, figures.cpu_1.values[rt.name] - floor);
+  }
+
+  // CPU per extra socket: a least-squares line over the socket counts 1, 10, 100.
+  for (const rt of rts) {
+    const xs = [1, 10, 100];
+    const ys = xs.map((x) => figures[`cpu_${x}`].values[rt.name]);
+    const fit = linearFit(xs, ys);
+    figure("cpu_slope", "runtime CPU per extra socket (fit over 1, 10, 100)", "µs", "lower", rt.name, fit.slope);
+    figure("cpu_intercept", "runtime CPU per publish, fixed part (fit intercept)", "µs", "lower", rt.name, fit.intercept);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+/** 5,000 sockets (2,000 with --quick): one peer at a time (the file-descriptor limit). */
+async function fanout5000(rts) {
+  const { sockets, warmup, publishes } = P.big;
+  raw.big = {};
+  for (const rt of rts) {
+    const pool = new Pool(rt, "big");
+    const t0 = performance.now();
+    await pool.open(sockets, { concurrency: 250 });
+    const connectMs = performance.now() - t0;
+    await sleep(500);
+    const rss = rssKiB(rt.pid);
+    const pub = new Publisher(rt, "big");
+    await publishBatch(rt, pool, pub, warmup);
+    const m = merge([await publishBatch(rt, pool, pub, publishes)]);
+    recordLevel(rt.name, sockets, m);
+    const label = sockets.toLocaleString("en-US");
+    figure(`connect_${sockets}`, `open ${label} sockets (250 handshakes in flight)`, "ms", "lower", rt.name, connectMs);
+    figure(`rss_${sockets}`, `runtime RSS with ${label} sockets open`, "MiB", "lower", rt.name, rss / 1024);
+    raw.big[rt.name] = { n: m.n, cpuMicros: m.cpu, resp: m.resp, fanout: m.fanout, connectMs, rssKiB: rss, order: pool.order };
+    if (pool.order) throw new Error(`${rt.name}: ${pool.order} frames out of order at ${sockets}`);
+    log(`${sockets}: ${rt.name} connected in ${connectMs.toFixed(0)} ms; publish p50 ${median(m.resp).toFixed(1)} ms, fan-out p50 ${median(m.fanout).toFixed(1)} ms, answered first ${m.answeredFirst}/${m.n}`);
+    pub.close();
+    await pool.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+/** Publishes into one room with 100 sockets, `inflight` at a time, for a fixed duration. */
+async function sustained(rts) {
+  const { sockets, rounds, seconds, inflight } = P.sustained;
+  const pools = {}, pubs = {}, acc = {};
+  for (const rt of rts) {
+    pools[rt.name] = new Pool(rt, "sustained");
+    await pools[rt.name].open(sockets);
+    pubs[rt.name] = new Publisher(rt, "sustained");
+    await publishBatch(rt, pools[rt.name], pubs[rt.name], 20);
+    acc[rt.name] = { published: 0, ms: 0, drainMs: 0, resp: [], cpu: 0, frames: 0, expectedFrames: 0 };
+  }
+  for (let r = 0; r < rounds; r++) {
+    for (const rt of rotate(rts, r)) {
+      const pool = pools[rt.name], pub = pubs[rt.name], a = acc[rt.name];
+      const frames0 = pool.frames;
+      const c0 = cpuMicros(rt.pid);
+      const t0 = performance.now(), end = t0 + seconds * 1000;
+      let published = 0, lastSeq = 0, tLast = t0;
+      const lane = async () => {
+        while (performance.now() < end) {
+          const res = await pub.publish();
+          published++;
+          a.resp.push(res.ms);
+          lastSeq = Math.max(lastSeq, res.seq);
+          tLast = res.t1;
+        }
+      };
+      await Promise.all(Array.from({ length: inflight }, lane));
+      const tDrained = await pool.allGot(lastSeq, 60_000);
+      const c1 = cpuMicros(rt.pid);
+      // Every socket got every notification, in order, with no gap.
+      const behind = pool.lastSeq.filter((s) => s !== lastSeq).length;
+      if (behind || pool.order) throw new Error(`${rt.name}: sustained: ${behind} sockets not at seq ${lastSeq}, ${pool.order} out of order`);
+      a.published += published; a.ms += tLast - t0; a.drainMs += tDrained - t0;
+      a.cpu += c1.sched - c0.sched;
+      a.frames += pool.frames - frames0; a.expectedFrames += published * sockets;
+      pool.reset();
+      log(`sustained ${rt.name}: ${published} publishes in ${(tLast - t0).toFixed(0)} ms = ${((published * 1000) / (tLast - t0)).toFixed(0)}/s, all delivered after ${(tDrained - t0).toFixed(0)} ms`);
+    }
+  }
+  raw.sustained = {};
+  for (const rt of rts) {
+    const a = acc[rt.name];
+    if (a.frames !== a.expectedFrames) throw new Error(`${rt.name}: sustained: ${a.frames} frames, expected ${a.expectedFrames}`);
+    figure("sustained_rate", `sustained publishes/s, ${sockets} sockets, ${inflight} in flight`, "/s", "higher", rt.name, (a.published * 1000) / a.ms);
+    figure("sustained_delivered", `sustained publishes/s fully delivered (to the last frame)`, "/s", "higher", rt.name, (a.published * 1000) / a.drainMs);
+    figure("sustained_resp_p99", "sustained publish response p99", "ms", "lower", rt.name, percentile(a.resp, 99));
+    figure("sustained_cpu", "runtime CPU per publish under sustained load", "µs", "lower", rt.name, a.cpu / a.published);
+    raw.sustained[rt.name] = { published: a.published, ms: a.ms, drainMs: a.drainMs, frames: a.frames, cpuMicros: a.cpu };
+    pubs[rt.name].close();
+    await pools[rt.name].close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+/** A fresh runtime to the first publish answered. */
+async function coldstart() {
+  const acc = Object.fromEntries(PEERS.map((p) => [p.name, { total: [], ready: [], first: [] }]));
+  for (let r = 0; r < P.coldstart.reps; r++) {
+    for (const peer of rotate(PEERS, r)) {
+      const t0 = performance.now();
+      const rt = await start(peer);
+      const pub = new Publisher(rt, "cold");
+      const res = await pub.publish();
+      const total = performance.now() - t0;
+      pub.close();
+      await rt.dispose();
+      const a = acc[peer.name];
+      a.total.push(total); a.ready.push(rt.readyMs); a.first.push(res.ms);
+      log(`cold start ${peer.name}: runtime ready ${rt.readyMs.toFixed(0)} ms, first publish ${res.ms.toFixed(0)} ms`);
+    }
+  }
+  for (const peer of PEERS) {
+    const a = acc[peer.name];
+    figure("cold_total", "cold start: new runtime to first publish answered", "ms", "lower", peer.name, median(a.total));
+    figure("cold_first", "cold start: first publish after the runtime is up", "ms", "lower", peer.name, median(a.first));
+  }
+  raw.coldstart = acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+/** roomcast only: N sockets reconnect at once with since= after a runtime restart. */
+async function storm() {
+  const { sockets, before, missed } = P.storm;
+  const peer = PEERS.find((p) => p.name === "roomcast");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-bench-"));
+  try {
+    let rt = await start(peer, { persist: dir });
+    let pool = new Pool(rt, "storm");
+    await pool.open(sockets);
+    let pub = new Publisher(rt, "storm");
+    let seen = 0;
+    for (let i = 0; i < before; i++) { const r = await pub.publish(); await pool.allGot(r.seq); seen = r.seq; }
+    pub.close();
+    await pool.close();
+    await rt.dispose();
+    // Restart on the same storage; notifications published while everyone is away.
+    rt = await start(peer, { persist: dir });
+    pub = new Publisher(rt, "storm");
+    let last = seen;
+    for (let i = 0; i < missed; i++) last = (await pub.publish()).seq;
+    pool = new Pool(rt, "storm");
+    const t0 = performance.now();
+    const all = pool.open(sockets, { concurrency: sockets, since: seen });
+    await all;
+    const tConnected = performance.now() - t0;
+    const tResumed = (await pool.allGot(last, 60_000)) - t0;
+    if (pool.order) throw new Error(`storm: ${pool.order} frames out of order`);
+    const behind = pool.lastSeq.filter((s) => s !== last).length;
+    if (behind) throw new Error(`storm: ${behind} sockets not resumed to ${last}`);
+    figure("storm_connected", `reconnect storm: ${sockets} sockets with since= after a restart, all connected`, "ms", "lower", "roomcast", tConnected);
+    figure("storm_resumed", `reconnect storm: all ${missed} missed notifications replayed to all`, "ms", "lower", "roomcast", tResumed);
+    raw.storm = { sockets, before, missed, tConnected, tResumed };
+    log(`storm: ${sockets} reconnected in ${tConnected.toFixed(0)} ms, all resumed at ${tResumed.toFixed(0)} ms`);
+    pub.close();
+    await pool.close();
+    await rt.dispose();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+function fmt(v, unit) {
+  if (v === undefined || Number.isNaN(v)) return "–";
+  if (unit === "%") return `${v.toFixed(0)}%`;
+  const a = Math.abs(v);
+  return a >= 1000 ? v.toFixed(0) : a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : a >= 1 ? v.toFixed(2) : v.toFixed(3);
+}
+
+/** What the printed table shows, in order (every figure is in the JSON). */
+function tableKeys() {
+  const big = P.big.sockets;
+  const lv = [...P.levels.map((l) => l.sockets), big];
+  return [
+    "# size and start",
+    "wasm_raw", "wasm_gzip", "wasm_gzip_nonames", "cold_total", "cold_first",
+    "# memory and connections",
+    "rss_base", "mem_per_1000", `rss_${big}`, "connect_1000", "connect_cpu", "close_cpu", "close_ms", `connect_${big}`,
+    "# runtime CPU per publish (workerd process, all threads)",
+    ...lv.map((n) => `cpu_${n}`), "cpu_intercept", "cpu_slope",
+    "cpustat_1", "cpustat_100", "cpu_sys_share_1", "cpu_sys_share_100", "cpu_sys_share_1000", "cpu_floor", "cpu_above_floor_1",
+    "# fan-out latency: publish sent -> last socket has the frame",
+    "fanout_p50_1", "fanout_p50_10",
+    ...[100, 1000, big].flatMap((n) => [`fanout_p50_${n}`, `fanout_p99_${n}`, `fanout_max_${n}`]),
+    "# publish response",
+    ...lv.map((n) => `publish_p50_${n}`), `answered_first_${big}`,
+    "# sustained load",
+    "sustained_rate", "sustained_delivered", "sustained_resp_p99", "sustained_cpu",
+    "# reconnect storm (roomcast only)",
+    "storm_connected", "storm_resumed",
+  ];
+}
+
+function table() {
+  const names = PEERS.map((p) => p.name);
+  const lines = [];
+  lines.push(`| figure | unit | ${names.join(" | ")} |`);
+  lines.push(`|---|---|${names.map(() => "---:").join("|")}|`);
+  let section = null;
+  for (const key of tableKeys()) {
+    if (key.startsWith("# ")) { section = key.slice(2); continue; }
+    const f = figures[key];
+    if (!f || Object.values(f.values).every((v) => Number.isNaN(v))) continue;
+    if (section) { lines.push(`| **${section}** | | ${names.map(() => "").join(" | ")} |`); section = null; }
+    const base = f.values[BASELINE];
+    const cells = names.map((n) => {
+      const v = f.values[n];
+      if (v === undefined) return "";
+      const ratio = n !== BASELINE && base && f.unit !== "%" && Number.isFinite(v) && Number.isFinite(base) && base > 0
+        ? ` (${(v / base).toFixed(2)}×)` : "";
+      return fmt(v, f.unit) + ratio;
+    });
+    lines.push(`| ${f.label} | ${f.unit} | ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+async function main() {
+  prepare({ log });
+  const meta = {
+    date: new Date().toISOString(),
+    mode: QUICK ? "quick" : "full",
+    node: process.version,
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    git: (() => { try { return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT }).toString().trim(); } catch { return null; } })(),
+    dirty: (() => { try { return execFileSync("git", ["status", "--porcelain", "src", "Cargo.toml"], { cwd: ROOT }).toString().trim().length > 0; } catch { return null; } })(),
+    loadBefore: machineLoad(),
+    params: P,
+  };
+  const j0 = machineJiffies(), own0 = ownCpuMicros();
+  log(`bench ${meta.mode}: load average ${meta.loadBefore.load1} ${meta.loadBefore.load5} ${meta.loadBefore.load15}`);
+
+  if (want("wasm")) wasmSize();
+
+  if (["memory", "cpu", "big", "sustained"].some(want)) {
+    const rts = [];
+    for (const peer of PEERS) rts.push(await start(peer));
+    try {
+      if (want("memory")) await memory(rts);
+      if (want("cpu")) await cpuAndFanout(rts, rts.find((r) => r.name === BASELINE));
+      if (want("big")) await fanout5000(rts);
+      if (want("sustained")) await sustained(rts);
+    } finally {
+      raw.runtimeLogs = Object.fromEntries(rts.map((rt) => [rt.name, { lines: rt.logLines, bytes: rt.logBytes, errors: rt.errors }]));
+      for (const rt of rts) await rt.dispose();
+    }
+  }
+  if (want("coldstart")) await coldstart();
+  if (want("storm")) await storm();
+
+  const j1 = machineJiffies(), own1 = ownCpuMicros();
+  const wallS = (performance.now() - T0) / 1000;
+  const machineBusyCores = ((j1.busy - j0.busy) / (j1.total - j0.total)) * os.cpus().length;
+  const ownCores = (own1 - own0) / 1e6 / wallS;
+  meta.loadAfter = machineLoad();
+  meta.wallSeconds = +wallS.toFixed(1);
+  meta.machineBusyCores = +machineBusyCores.toFixed(2);
+  meta.benchCores = +ownCores.toFixed(2);
+  meta.otherCores = +Math.max(0, machineBusyCores - ownCores).toFixed(2);
+
+  const t = table();
+  console.log(`\nroomcast benchmark (${meta.mode}), ${meta.date}, git ${meta.git}${meta.dirty ? " (src modified)" : ""}`);
+  console.log(`machine: ${meta.cpus} × ${meta.cpuModel}, ${meta.memGiB} GiB, Node ${meta.node}; ${meta.wallSeconds} s wall`);
+  console.log(`load: average ${meta.loadBefore.load1} before, ${meta.loadAfter.load1} after; during the run the machine was busy ${meta.machineBusyCores} of ${meta.cpus} cores, this benchmark ${meta.benchCores}, everything else ${meta.otherCores}`);
+  console.log(`ratios in parentheses are to ${BASELINE}; client and runtimes share the same ${meta.cpus} cores\n`);
+  console.log(t);
+  fs.mkdirSync(path.dirname(OUT), { recursive: true });
+  fs.writeFileSync(OUT, JSON.stringify({ meta, figures, raw }, null, 1));
+  console.log(`\nwrote ${path.relative(process.cwd(), OUT)}`);
+}
+
+main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
