@@ -548,7 +548,8 @@ impl NotificationRoom {
         let now = now_ms();
         // A block, not drop(): clippy only sees the borrow end at a scope's end.
         let (body, retry_at) = {
-            let mut room = self.room()?;
+            let mut guard = self.room()?;
+            let room = &mut *guard;
             if let Some(k) = &key {
                 if let Some(first) = room.log.find_by_key(k)? {
                     return http::json(
@@ -559,7 +560,9 @@ impl NotificationRoom {
             }
             let seq = room.last_seq + 1;
             let payload = render_payload(&id, seq, &members);
-            let count = room.conns.matching(&kind).count() as u32;
+            // One pass picks the sockets: counted and logged first, then sent to.
+            let targets: Vec<&Conn> = room.conns.matching(&kind).collect();
+            let count = targets.len() as u32;
             let appended = room.log.append(&NewEntry {
                 seq,
                 id: &id,
@@ -577,8 +580,16 @@ impl NotificationRoom {
                 }
                 return Err(e);
             }
+            let dead = fan_out(
+                &room.outbox,
+                targets,
+                &render_frame(&payload, 1),
+                Pace::Paced,
+            );
             room.last_seq = seq;
-            room.broadcast(&kind, &render_frame(&payload, 1), Pace::Paced);
+            for id in dead {
+                room.forget(&id);
+            }
 
             room.prune(now)?;
             log(
