@@ -5,9 +5,12 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 target="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target"
-# One build at a time: parallel builds would overwrite build/ under each other.
-exec 9>"$target/.roomcast-build.lock"
-flock 9
+# One build at a time: parallel builds would overwrite build/ under each other. (flock is
+# util-linux; where it is missing, e.g. macOS, builds are simply not serialized.)
+if command -v flock >/dev/null; then
+  exec 9>"$target/.roomcast-build.lock"
+  flock 9
+fi
 bin="$PWD/node_modules/.bin"
 export WASM_BINDGEN_BIN="${WASM_BINDGEN_BIN:-$(command -v wasm-bindgen)}"
 export WASM_OPT_BIN="${WASM_OPT_BIN:-$bin/wasm-opt}"
