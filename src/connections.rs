@@ -98,10 +98,6 @@ impl<S> Connections<S> {
         self.list.iter().filter(move |c| c.filter.matches(kind))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Connection<S>> {
-        self.list.iter()
-    }
-
     /// The earliest time a connection must close for its token.
     pub fn next_close(&self) -> Option<i64> {
         self.closing.first().map(|(t, _)| *t)
