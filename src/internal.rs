@@ -1,42 +1,229 @@
 //! The internal API between the Worker and a room's Durable Object.
 //!
 //! Only the Worker can reach a Durable Object, and it builds every internal request from
-//! scratch, with only these headers: whatever a client sends (including headers of these
-//! names) never reaches a room.
+//! scratch: whatever a client sends (headers, query) never reaches a room. Everything a room
+//! needs to know about a call is in its URL, `https://room.internal/{call}?{fields}`, which the
+//! room reads with one runtime call; a publish's notification fields are the request body.
+
+use crate::query::{encode_into, pairs, split_url};
+use crate::room_id::RoomId;
 
 /// Base URL of internal requests (the host is never resolved).
 pub const BASE: &str = "https://room.internal";
 
-/// `GET /subscribe` (a WebSocket upgrade), `POST /publish`, `GET /history`, `GET /health`.
-pub mod path {
-    pub const SUBSCRIBE: &str = "/subscribe";
-    pub const PUBLISH: &str = "/publish";
-    pub const HISTORY: &str = "/history";
-    pub const HEALTH: &str = "/health";
+/// One call of the Worker on a room, with what the Worker has already verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// A WebSocket upgrade (`GET`) from a verified token.
+    Subscribe {
+        room: RoomId,
+        /// The token's `sub`.
+        sub: String,
+        /// The token's `exp`, Unix seconds.
+        exp: i64,
+        /// `since=`.
+        since: Option<u64>,
+        /// `types=` patterns, already validated.
+        types: Vec<String>,
+    },
+    /// A validated publish (`POST`; the body is the notification's JSON members).
+    Publish {
+        room: RoomId,
+        id: String,
+        kind: String,
+        status: String,
+        requires_ack: bool,
+        key: Option<String>,
+    },
+    /// `GET /history` after auth.
+    History {
+        room: RoomId,
+        since: u64,
+        limit: u32,
+    },
+    /// Keyed health.
+    Health { room: RoomId },
 }
 
-/// Header names set by the Worker only.
-pub mod header {
-    /// The room id (every request).
-    pub const ROOM: &str = "x-roomcast-room";
-    /// The verified token's `sub` (subscribe).
-    pub const SUB: &str = "x-roomcast-sub";
-    /// The verified token's `exp`, Unix seconds (subscribe).
-    pub const EXP: &str = "x-roomcast-exp";
-    /// `since=` (subscribe, history).
-    pub const SINCE: &str = "x-roomcast-since";
-    /// `types=` patterns, comma-separated and already validated (subscribe).
-    pub const TYPES: &str = "x-roomcast-types";
-    /// `limit=` (history).
-    pub const LIMIT: &str = "x-roomcast-limit";
-    /// Notification id (publish).
-    pub const ID: &str = "x-roomcast-id";
-    /// Notification type (publish).
-    pub const TYPE: &str = "x-roomcast-type";
-    /// Notification status (publish).
-    pub const STATUS: &str = "x-roomcast-status";
-    /// `1` when the notification requires an ack (publish).
-    pub const ACK: &str = "x-roomcast-ack";
-    /// Idempotency key (publish).
-    pub const KEY: &str = "x-roomcast-key";
+impl Call {
+    /// The room this call is for.
+    pub fn room(&self) -> &RoomId {
+        match self {
+            Call::Subscribe { room, .. }
+            | Call::Publish { room, .. }
+            | Call::History { room, .. }
+            | Call::Health { room } => room,
+        }
+    }
+
+    /// The internal URL that carries this call.
+    pub fn url(&self) -> String {
+        let mut u = String::with_capacity(128);
+        u.push_str(BASE);
+        let mut field = |name: &str, value: &str| {
+            u.push(if u.contains('?') { '&' } else { '?' });
+            u.push_str(name);
+            u.push('=');
+            encode_into(&mut u, value);
+        };
+        match self {
+            Call::Subscribe { .. } => field("call", "subscribe"),
+            Call::Publish { .. } => field("call", "publish"),
+            Call::History { .. } => field("call", "history"),
+            Call::Health { .. } => field("call", "health"),
+        }
+        field("room", self.room().as_str());
+        match self {
+            Call::Subscribe {
+                sub,
+                exp,
+                since,
+                types,
+                ..
+            } => {
+                field("sub", sub);
+                field("exp", &exp.to_string());
+                if let Some(s) = since {
+                    field("since", &s.to_string());
+                }
+                field("types", &types.join(","));
+            }
+            Call::Publish {
+                id,
+                kind,
+                status,
+                requires_ack,
+                key,
+                ..
+            } => {
+                field("id", id);
+                field("type", kind);
+                field("status", status);
+                field("ack", if *requires_ack { "1" } else { "0" });
+                if let Some(k) = key {
+                    field("key", k);
+                }
+            }
+            Call::History { since, limit, .. } => {
+                field("since", &since.to_string());
+                field("limit", &limit.to_string());
+            }
+            Call::Health { .. } => {}
+        }
+        u
+    }
+
+    /// Reads a call from its internal URL; `None` if it is not one the Worker writes.
+    pub fn parse(url: &str) -> Option<Call> {
+        let (_, query) = split_url(url);
+        let fields = pairs(query);
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let room = RoomId::parse(get("room")?).ok()?;
+        Some(match get("call")? {
+            "subscribe" => Call::Subscribe {
+                room,
+                sub: get("sub")?.to_owned(),
+                exp: get("exp")?.parse().ok()?,
+                since: match get("since") {
+                    Some(s) => Some(s.parse().ok()?),
+                    None => None,
+                },
+                types: get("types")?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            },
+            "publish" => Call::Publish {
+                room,
+                id: get("id")?.to_owned(),
+                kind: get("type")?.to_owned(),
+                status: get("status")?.to_owned(),
+                requires_ack: get("ack")? == "1",
+                key: get("key").map(str::to_owned),
+            },
+            "history" => Call::History {
+                room,
+                since: get("since")?.parse().ok()?,
+                limit: get("limit")?.parse().ok()?,
+            },
+            "health" => Call::Health { room },
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(s: &str) -> RoomId {
+        RoomId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn every_call_round_trips_through_its_url() {
+        let calls = [
+            Call::Subscribe {
+                room: room("user_42"),
+                sub: "user 42 ✓ & co=x%".into(),
+                exp: 1_900_000_000,
+                since: Some(7),
+                types: vec!["job.*".into(), "a".into()],
+            },
+            Call::Subscribe {
+                room: room("r"),
+                sub: String::new(),
+                exp: -1,
+                since: None,
+                types: vec![],
+            },
+            Call::Publish {
+                room: room("request_9"),
+                id: "id-1".into(),
+                kind: "job.done".into(),
+                status: "success".into(),
+                requires_ack: true,
+                key: Some("k&=?#".into()),
+            },
+            Call::Publish {
+                room: room("request_9"),
+                id: "x".into(),
+                kind: "t".into(),
+                status: "info".into(),
+                requires_ack: false,
+                key: None,
+            },
+            Call::History {
+                room: room("r"),
+                since: 0,
+                limit: 1000,
+            },
+            Call::Health { room: room("r") },
+        ];
+        for call in calls {
+            let url = call.url();
+            assert!(url.starts_with("https://room.internal?call="), "{url}");
+            assert_eq!(Call::parse(&url), Some(call), "{url}");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        for url in [
+            "https://room.internal",
+            "https://room.internal?call=publish&room=r",
+            "https://room.internal?call=nope&room=r",
+            "https://room.internal?call=health&room=bad%20room",
+            "https://room.internal?call=history&room=r&since=-1&limit=1",
+            "https://room.internal?call=subscribe&room=r&sub=a&exp=1&since=x&types=",
+        ] {
+            assert_eq!(Call::parse(url), None, "{url}");
+        }
+    }
 }

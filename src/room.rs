@@ -7,13 +7,14 @@
 //! `Room` is a cache rebuilt whenever the object wakes.
 
 use crate::auth::LEEWAY_SECS;
+use crate::bindings::{self, describe, DurableObjectState, Js as Result, Socket};
 use crate::config::Settings;
 use crate::connections::{Connection, Connections};
 use crate::delivery::{
     recovered, DeliveryStatus, PendingState, Prune, Pruner, Retention, RetryPolicy, Step,
 };
 use crate::error::ApiError;
-use crate::internal::{header, path};
+use crate::internal::Call;
 use crate::limits::{Admission, ConnectionGuard};
 use crate::notification::{render_frame, render_payload};
 use crate::protocol::{server, ClientFrame, TypeFilter};
@@ -25,14 +26,12 @@ use serde_json::json;
 use std::cell::{RefCell, RefMut};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::time::Duration;
-use worker::wasm_bindgen::{self, prelude::*, JsCast};
-use worker::{
-    durable_object, js_sys, wasm_bindgen_futures, Delay, DurableObject, Env, Request, Response,
-    Result, ScheduledTime, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
-};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Request, Response};
 
-/// What each hibernatable socket carries across hibernation.
+/// What each hibernatable socket carries across hibernation (as JSON text: one string in and
+/// out of the runtime).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Attachment {
     id: String,
@@ -43,15 +42,15 @@ struct Attachment {
 }
 
 /// A live connection, as the room caches it.
-type Conn = Connection<WebSocket>;
+type Conn = Connection<Socket>;
 
 /// The awake room: settings, the log, and caches rebuilt on wake.
 struct Room {
     id: String,
-    settings: Settings,
+    settings: Rc<Settings>,
     log: RoomLog,
     last_seq: u64,
-    conns: Connections<WebSocket>,
+    conns: Connections<Socket>,
     guards: HashMap<String, ConnectionGuard>,
     /// Ms of the scheduled alarm: `None` for none, not yet known after a wake.
     alarm_at: Option<Option<i64>>,
@@ -59,20 +58,12 @@ struct Room {
     outbox: Rc<RefCell<Outbox>>,
 }
 
-#[durable_object]
-pub struct NotificationRoom {
-    state: State,
-    env: Env,
-    room: RefCell<Option<Room>>,
-}
-
+/// The Durable Object of one room (`NotificationRoom` in `wrangler.toml`).
 #[wasm_bindgen]
-extern "C" {
-    /// The runtime's socket, for sending a JS string built once per frame instead of copying
-    /// the frame out of wasm memory once per socket.
-    type RawSocket;
-    #[wasm_bindgen(method, catch, js_name = send)]
-    fn send_js(this: &RawSocket, data: &js_sys::JsString) -> std::result::Result<(), JsValue>;
+pub struct NotificationRoom {
+    state: DurableObjectState,
+    env: JsValue,
+    room: RefCell<Option<Room>>,
 }
 
 /// Fan-outs up to this many sockets are sent before the publish is answered: the common rooms
@@ -82,9 +73,9 @@ const SEND_NOW_MAX: usize = 256;
 /// room's other events are not queued behind thousands of socket writes.
 const CHUNK: usize = 1024;
 
-fn send_js(ws: &WebSocket, text: &js_sys::JsString) -> bool {
-    let raw: &RawSocket = ws.as_ref().unchecked_ref();
-    raw.send_js(text).is_ok()
+/// Sends a frame built once as a JavaScript string (not copied out of wasm per socket).
+fn send_js(ws: &Socket, text: &js_sys::JsString) -> bool {
+    ws.send(text).is_ok()
 }
 
 /// Frames of large fan-outs waiting to go out, oldest first. Every fan-out goes through here
@@ -97,7 +88,7 @@ struct Outbox {
 
 struct Batch {
     text: js_sys::JsString,
-    targets: Vec<WebSocket>,
+    targets: Vec<Socket>,
     next: usize,
 }
 
@@ -162,7 +153,7 @@ fn fan_out(
         wasm_bindgen_futures::spawn_local(async move {
             loop {
                 // A macrotask boundary: the response and other events run in between.
-                Delay::from(Duration::ZERO).await;
+                let _ = bindings::macrotask().await;
                 let mut queue = outbox.borrow_mut();
                 if queue.drain(CHUNK) {
                     queue.draining = false;
@@ -195,7 +186,7 @@ impl Room {
     /// when the alarm must run for this connection (its token, or a round it started).
     fn greet(
         &mut self,
-        ws: &WebSocket,
+        ws: &Socket,
         a: &Attachment,
         since: Option<u64>,
         now: i64,
@@ -216,7 +207,7 @@ impl Room {
             is_recovered,
             &time::iso_from_ms(now),
         );
-        ws.send_with_str(&hello)?;
+        ws.send_str(&hello)?;
         let closes_at = time::token_close_ms(a.exp, LEEWAY_SECS);
         let filter = TypeFilter::from_stored(&a.types);
         self.conns.add(Connection {
@@ -256,7 +247,7 @@ impl Room {
                         last_attempt_at: p.last_attempt_at,
                     };
                     if policy.step(state, now) == Step::Fail && filter.matches(&p.kind) {
-                        ws.send_with_str(render_frame(&p.payload, p.attempts.max(1)))?;
+                        ws.send_str(&render_frame(&p.payload, p.attempts.max(1)))?;
                     }
                     room.deliver_pending(vec![p], me, now, Pace::Now)
                 };
@@ -269,7 +260,7 @@ impl Room {
                     }
                     if filter.matches(&e.kind) {
                         let frame = render_frame(&e.payload, e.attempts.max(1));
-                        ws.send_with_str(&frame)?;
+                        ws.send_str(&frame)?;
                         sent += 1;
                     }
                 }
@@ -366,7 +357,7 @@ impl Room {
                     // A dead newcomer is dropped by its own close event.
                     if let Some(c) = newcomer.and_then(|id| self.conns.get(id)) {
                         if c.filter.matches(&e.kind) {
-                            let _ = c.socket.send_with_str(render_frame(&e.payload, attempt));
+                            let _ = c.socket.send_str(&render_frame(&e.payload, attempt));
                             sent += 1;
                         }
                     }
@@ -392,14 +383,15 @@ impl NotificationRoom {
     fn room(&self) -> Result<RefMut<'_, Room>> {
         let mut slot = self.room.borrow_mut();
         if slot.is_none() {
-            let settings = crate::runtime::settings(&self.env).map_err(|e| e.message())?;
+            let settings =
+                crate::runtime::settings(&self.env).map_err(|e| JsValue::from_str(&e.message()))?;
             let log = RoomLog::open(self.state.storage().sql())?;
             let last_seq = log.last_seq()?;
             let now = now_ms();
             let mut guards = HashMap::new();
             let mut conns = Connections::default();
-            for ws in self.state.get_websockets() {
-                let Some(a) = ws.deserialize_attachment::<Attachment>().ok().flatten() else {
+            for ws in self.state.get_web_sockets() {
+                let Some(a) = attachment(&ws) else {
                     continue;
                 };
                 guards.insert(
@@ -431,24 +423,25 @@ impl NotificationRoom {
     }
 
     /// The id of a connection's socket: its hibernation tag (cheaper than its attachment).
-    fn conn_id(&self, ws: &WebSocket) -> Option<String> {
-        self.state.get_tags(ws).into_iter().next()
+    fn conn_id(&self, ws: &Socket) -> Option<String> {
+        self.state.get_tags(ws).first().map(String::from)
     }
 
     /// Makes sure the alarm runs by `at` (ms); `None` changes nothing.
     async fn schedule(&self, at: Option<i64>) -> Result<()> {
         let known = self.room()?.alarm_at;
+        let storage = self.state.storage();
         let current = match known {
             Some(c) => c,
-            None => self.state.storage().get_alarm().await?,
+            None => JsFuture::from(storage.get_alarm()?)
+                .await?
+                .as_f64()
+                .map(|ms| ms as i64),
         };
-        let storage = self.state.storage();
         let new = match (current, at) {
             (Some(c), Some(a)) if c <= a => Some(c),
             (_, Some(a)) => {
-                // An i64 would be read as an offset from now: pass the absolute time as a Date.
-                let date = js_sys::Date::new(&JsValue::from_f64(a as f64));
-                storage.set_alarm(ScheduledTime::new(date)).await?;
+                JsFuture::from(storage.set_alarm(a as f64)?).await?;
                 Some(a)
             }
             (c, None) => c,
@@ -458,22 +451,16 @@ impl NotificationRoom {
     }
 
     /// Accepts a connection; returns the upgrade response and when the alarm must run for it.
-    fn subscribe(&self, req: &Request) -> Result<(Response, Option<i64>)> {
-        let h = |name| req.headers().get(name).ok().flatten().unwrap_or_default();
-        let sub = h(header::SUB);
+    fn subscribe(
+        &self,
+        sub: String,
+        exp: i64,
+        since: Option<u64>,
+        types: Vec<String>,
+    ) -> Result<(Response, Option<i64>)> {
         // Capped: a far-future `exp` (up to i64::MAX from a token) must still fit the socket
         // attachment (a JavaScript number) and an alarm time.
-        let exp: i64 = h(header::EXP)
-            .parse()
-            .unwrap_or(0)
-            .min(time::MAX_ALARM_MS / 1000);
-        let since: Option<u64> = h(header::SINCE).parse().ok();
-        let types = h(header::TYPES);
-        let patterns: Vec<String> = types
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let exp = exp.min(time::MAX_ALARM_MS / 1000);
         let now = now_ms();
         let mut room = self.room()?;
         let room = &mut *room;
@@ -503,24 +490,22 @@ impl NotificationRoom {
             ));
         }
 
-        let pair = WebSocketPair::new()?;
+        let (client, server) = bindings::web_socket_pair()?;
         let attachment = Attachment {
             id: random_id(),
             sub,
             exp,
-            types: patterns,
+            types,
         };
         self.state
-            .accept_websocket_with_tags(&pair.server, &[attachment.id.as_str()]);
-        let greeted = pair
-            .server
-            .serialize_attachment(&attachment)
-            .and_then(|()| room.greet(&pair.server, &attachment, since, now));
+            .accept_web_socket(&server, vec![JsValue::from_str(&attachment.id)])?;
+        let greeted = save_attachment(&server, &attachment)
+            .and_then(|()| room.greet(&server, &attachment, since, now));
         let (replayed, alarm) = match greeted {
             Ok(done) => done,
             Err(e) => {
                 // Accepted but not set up: close it rather than keep a socket the room half knows.
-                let _ = pair.server.close(Some(1011), Some("internal error"));
+                let _ = server.close(1011, "internal error");
                 room.forget(&attachment.id);
                 return Err(e);
             }
@@ -530,19 +515,22 @@ impl NotificationRoom {
             json!({"room": room.id, "connection": attachment.id, "sub": attachment.sub,
                    "since": since, "replayed": replayed, "connections": room.conns.len()}),
         );
-        Ok((Response::from_websocket(pair.client)?, Some(alarm)))
+        Ok((http::upgrade(&client)?, Some(alarm)))
     }
 
-    async fn publish(&self, mut req: Request) -> Result<Response> {
-        let h = |name| req.headers().get(name).ok().flatten();
-        let (Some(id), Some(kind), Some(status)) =
-            (h(header::ID), h(header::TYPE), h(header::STATUS))
-        else {
-            return http::error(&ApiError::InvalidBody("malformed internal publish".into()));
-        };
-        let requires_ack = h(header::ACK).as_deref() == Some("1");
-        let key = h(header::KEY);
-        let members = req.text().await?;
+    async fn publish(
+        &self,
+        req: Request,
+        id: String,
+        kind: String,
+        status: String,
+        requires_ack: bool,
+        key: Option<String>,
+    ) -> Result<Response> {
+        let members = JsFuture::from(req.text()?)
+            .await?
+            .as_string()
+            .unwrap_or_default();
 
         // From here to the response, no await: seq assignment is atomic.
         let now = now_ms();
@@ -554,7 +542,7 @@ impl NotificationRoom {
                 if let Some(first) = room.log.find_by_key(k)? {
                     return http::json(
                         200,
-                        publish_result(&first.id, first.seq, first.broadcast_count, true),
+                        &publish_result(&first.id, first.seq, first.broadcast_count, true),
                     );
                 }
             }
@@ -604,13 +592,10 @@ impl NotificationRoom {
         if retry_at.is_some() {
             self.schedule(retry_at).await?;
         }
-        http::json(200, body)
+        http::json(200, &body)
     }
 
-    fn history(&self, req: &Request) -> Result<Response> {
-        let h = |name| req.headers().get(name).ok().flatten().unwrap_or_default();
-        let since: u64 = h(header::SINCE).parse().unwrap_or(0);
-        let limit: u32 = h(header::LIMIT).parse().unwrap_or(100);
+    fn history(&self, since: u64, limit: u32) -> Result<Response> {
         let room = self.room()?;
         let mut rows = room.log.after(since, limit + 1)?;
         let has_more = rows.len() > limit as usize;
@@ -636,7 +621,7 @@ impl NotificationRoom {
             ));
         }
         out.push_str("]}");
-        http::json(200, out)
+        http::json(200, &out)
     }
 
     fn health(&self) -> Result<Response> {
@@ -655,24 +640,27 @@ impl NotificationRoom {
             "deliveries": stats.deliveries,
             "lastBroadcastAt": (last_at > 0).then(|| time::iso_from_ms(last_at)),
         });
-        http::json(200, body.to_string())
+        http::json(200, &body.to_string())
     }
 
     /// Persists a connection's new filter (it must survive hibernation) and confirms it.
     fn refilter(conn: &Conn) -> Result<()> {
         let ws = &conn.socket;
-        ws.serialize_attachment(&Attachment {
-            id: conn.id.clone(),
-            sub: conn.sub.clone(),
-            exp: conn.closes_at / 1000 - LEEWAY_SECS,
-            types: conn.filter.patterns(),
-        })?;
-        ws.send_with_str(server::subscribed(&conn.filter))
+        save_attachment(
+            ws,
+            &Attachment {
+                id: conn.id.clone(),
+                sub: conn.sub.clone(),
+                exp: conn.closes_at / 1000 - LEEWAY_SECS,
+                types: conn.filter.patterns(),
+            },
+        )?;
+        ws.send_str(&server::subscribed(&conn.filter))
     }
 
     /// Closes a connection with `code` and forgets it.
-    fn close(&self, room: &mut Room, ws: &WebSocket, code: u16, reason: &str) {
-        let _ = ws.close(Some(code), Some(reason));
+    fn close(&self, room: &mut Room, ws: &Socket, code: u16, reason: &str) {
+        let _ = ws.close(code, reason);
         if let Some(c) = self.conn_id(ws).and_then(|id| room.forget(&id)) {
             log(
                 "disconnect",
@@ -680,69 +668,24 @@ impl NotificationRoom {
             );
         }
     }
-}
 
-fn publish_result(id: &str, seq: u64, count: u32, duplicate: bool) -> String {
-    json!({"success": true, "broadcastCount": count, "id": id, "seq": seq, "duplicate": duplicate})
-        .to_string()
-}
-
-impl DurableObject for NotificationRoom {
-    fn new(state: State, env: Env) -> Self {
-        console_error_panic_hook::set_once();
-        // Text `ping` is answered by the runtime without waking the room.
-        if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
-            state.set_websocket_auto_response(&pair);
+    /// Records the room's id (alarms and socket events carry none).
+    fn enter(&self, id: &str) -> Result<()> {
+        let mut room = self.room()?;
+        if room.id != id {
+            room.log.set_room_id(id)?;
+            room.id = id.to_owned();
         }
-        NotificationRoom {
-            state,
-            env,
-            room: RefCell::new(None),
-        }
+        Ok(())
     }
 
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        if let Some(id) = req.headers().get(header::ROOM)? {
-            let mut room = self.room()?;
-            if room.id != id {
-                room.log.set_room_id(&id)?;
-                room.id = id;
-            }
-        }
-        match req.path().as_str() {
-            path::SUBSCRIBE => {
-                let (resp, alarm) = self.subscribe(&req)?;
-                // The socket is live by now: failing to schedule is logged, not turned into a
-                // failed upgrade that would orphan it.
-                if let Err(e) = self.schedule(alarm).await {
-                    log(
-                        "internal_error",
-                        json!({"error": e.to_string(), "in": "schedule"}),
-                    );
-                }
-                Ok(resp)
-            }
-            path::PUBLISH => self.publish(req).await,
-            path::HISTORY => self.history(&req),
-            path::HEALTH => self.health(),
-            _ => http::error(&ApiError::NotFound),
-        }
-    }
-
-    async fn websocket_message(
-        &self,
-        ws: WebSocket,
-        message: WebSocketIncomingMessage,
-    ) -> Result<()> {
+    /// Handles one client frame.
+    fn message(&self, ws: &Socket, text: Option<String>, len: usize) -> Result<()> {
         let now = now_ms();
         let mut room = self.room()?;
         let room = &mut *room;
-        let Some(conn_id) = self.conn_id(&ws).filter(|id| room.conns.get(id).is_some()) else {
+        let Some(conn_id) = self.conn_id(ws).filter(|id| room.conns.get(id).is_some()) else {
             return Ok(());
-        };
-        let len = match &message {
-            WebSocketIncomingMessage::String(s) => s.len(),
-            WebSocketIncomingMessage::Binary(b) => b.len(),
         };
         let max = room.settings.max_message_bytes;
         let per_minute = room.settings.rate_limit_per_minute;
@@ -754,7 +697,7 @@ impl DurableObject for NotificationRoom {
         match admission {
             Admission::Accept => {}
             Admission::Refuse => {
-                ws.send_with_str(server::error(
+                ws.send_str(&server::error(
                     "rate_limited",
                     "too many frames: at most RATE_LIMIT_PER_MINUTE per minute",
                 ))?;
@@ -766,26 +709,26 @@ impl DurableObject for NotificationRoom {
                 } else {
                     "rate limit exceeded persistently"
                 };
-                self.close(room, &ws, code, reason);
+                self.close(room, ws, code, reason);
                 return Ok(());
             }
         }
-        let parsed = match &message {
-            WebSocketIncomingMessage::String(s) => ClientFrame::parse(s),
-            WebSocketIncomingMessage::Binary(_) => Err(crate::protocol::InvalidFrame(
+        let parsed = match &text {
+            Some(s) => ClientFrame::parse(s),
+            None => Err(crate::protocol::InvalidFrame(
                 "binary frames are not part of the protocol; send JSON text".into(),
             )),
         };
         match parsed {
             Err(invalid) => {
-                ws.send_with_str(server::error("invalid_message", &invalid.0))?;
+                ws.send_str(&server::error("invalid_message", &invalid.0))?;
                 let strike = room.guards.get_mut(&conn_id).and_then(|g| g.invalid(now));
                 if let Some(code) = strike {
-                    self.close(room, &ws, code, "invalid messages persistently");
+                    self.close(room, ws, code, "invalid messages persistently");
                 }
             }
-            Ok(ClientFrame::TextPing) => ws.send_with_str("pong")?,
-            Ok(ClientFrame::Ping) => ws.send_with_str(server::pong(&time::iso_from_ms(now)))?,
+            Ok(ClientFrame::TextPing) => ws.send_str("pong")?,
+            Ok(ClientFrame::Ping) => ws.send_str(&server::pong(&time::iso_from_ms(now)))?,
             Ok(ClientFrame::Ack(ids)) => {
                 let sub = room
                     .conns
@@ -815,11 +758,103 @@ impl DurableObject for NotificationRoom {
         }
         Ok(())
     }
+}
 
-    async fn websocket_close(
+/// A socket's attachment, if it has one of ours.
+fn attachment(ws: &Socket) -> Option<Attachment> {
+    serde_json::from_str(&ws.deserialize_attachment().as_string()?).ok()
+}
+
+fn save_attachment(ws: &Socket, a: &Attachment) -> Result<()> {
+    let text = serde_json::to_string(a).map_err(|e| JsValue::from_str(&e.to_string()))?;
+    ws.serialize_attachment(&text)
+}
+
+fn publish_result(id: &str, seq: u64, count: u32, duplicate: bool) -> String {
+    json!({"success": true, "broadcastCount": count, "id": id, "seq": seq, "duplicate": duplicate})
+        .to_string()
+}
+
+/// Logs a failure of a handler the runtime would otherwise only see as an exception.
+fn logged<T>(result: Result<T>, handler: &str) -> Result<T> {
+    if let Err(e) = &result {
+        log(
+            "internal_error",
+            json!({"error": describe(e), "in": handler}),
+        );
+    }
+    result
+}
+
+/// The runtime's entry points. Socket events are synchronous: a room handles them without an
+/// await, so they need no future (and no promise) per frame.
+#[wasm_bindgen]
+impl NotificationRoom {
+    #[wasm_bindgen(constructor)]
+    pub fn new(state: DurableObjectState, env: JsValue) -> NotificationRoom {
+        // Text `ping` is answered by the runtime without waking the room.
+        let _ = bindings::auto_response(&state, "ping", "pong");
+        NotificationRoom {
+            state,
+            env,
+            room: RefCell::new(None),
+        }
+    }
+
+    /// A call of the Worker (see [`Call`]).
+    pub async fn fetch(&self, req: Request) -> Result<JsValue> {
+        let Some(call) = Call::parse(&req.url()) else {
+            return Ok(http::error(&ApiError::NotFound)?.into());
+        };
+        self.enter(call.room().as_str())?;
+        let resp = match call {
+            Call::Subscribe {
+                sub,
+                exp,
+                since,
+                types,
+                ..
+            } => {
+                let (resp, alarm) = self.subscribe(sub, exp, since, types)?;
+                // The socket is live by now: failing to schedule is logged, not turned into a
+                // failed upgrade that would orphan it.
+                let _ = logged(self.schedule(alarm).await, "schedule");
+                resp
+            }
+            Call::Publish {
+                id,
+                kind,
+                status,
+                requires_ack,
+                key,
+                ..
+            } => logged(
+                self.publish(req, id, kind, status, requires_ack, key).await,
+                "publish",
+            )?,
+            Call::History { since, limit, .. } => self.history(since, limit)?,
+            Call::Health { .. } => self.health()?,
+        };
+        Ok(resp.into())
+    }
+
+    #[wasm_bindgen(js_name = webSocketMessage)]
+    pub fn web_socket_message(&self, ws: Socket, message: JsValue) -> Result<()> {
+        let (text, len) = match message.as_string() {
+            Some(s) => {
+                let len = s.len();
+                (Some(s), len)
+            }
+            None => (None, js_sys::Uint8Array::new(&message).length() as usize),
+        };
+        logged(self.message(&ws, text, len), "webSocketMessage")
+    }
+
+    #[wasm_bindgen(js_name = webSocketClose)]
+    pub fn web_socket_close(
         &self,
-        ws: WebSocket,
-        code: usize,
+        ws: Socket,
+        code: u16,
         reason: String,
         _clean: bool,
     ) -> Result<()> {
@@ -828,39 +863,45 @@ impl DurableObject for NotificationRoom {
         // though web_socket_auto_reply_to_close is the default at our compatibility date: without
         // the echo, clients of hibernatable sockets see 1006 (tests/foundation.test.mjs).
         let echo = match code {
-            1000..=1003 | 1007..=1014 | 3000..=4999 => code as u16,
+            1000..=1003 | 1007..=1014 | 3000..=4999 => code,
             _ => 1000,
         };
         self.close(&mut room, &ws, echo, &reason);
         Ok(())
     }
 
-    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+    #[wasm_bindgen(js_name = webSocketError)]
+    pub fn web_socket_error(&self, ws: Socket, _error: JsValue) -> Result<()> {
         if let Some(id) = self.conn_id(&ws) {
             self.room()?.forget(&id);
         }
         Ok(())
     }
 
-    async fn alarm(&self) -> Result<Response> {
+    pub async fn alarm(&self) -> Result<JsValue> {
         let now = now_ms();
-        let next = {
-            let mut room = self.room()?;
-            let room = &mut *room;
-            room.alarm_at = Some(None);
-            // Tokens that expired while connected: close with 4001.
-            for id in room.conns.expired(now) {
-                if let Some(ws) = room.conns.get(&id).map(|c| c.socket.clone()) {
-                    self.close(room, &ws, 4001, "token expired");
-                }
-            }
-            let due = room.log.due(now, room.policy().interval_ms)?;
-            room.deliver_pending(due, None, now, Pace::Paced)?;
-            room.pruner.sweep_next();
-            room.prune(now)?;
-            room.next_alarm(now)?
-        };
+        let next = logged(self.alarm_round(now), "alarm")?;
         self.schedule(next).await?;
-        Response::ok("ok")
+        Ok(JsValue::UNDEFINED)
+    }
+}
+
+impl NotificationRoom {
+    /// The alarm's work: expired tokens, redelivery rounds, pruning. Returns the next alarm.
+    fn alarm_round(&self, now: i64) -> Result<Option<i64>> {
+        let mut room = self.room()?;
+        let room = &mut *room;
+        room.alarm_at = Some(None);
+        // Tokens that expired while connected: close with 4001.
+        for id in room.conns.expired(now) {
+            if let Some(ws) = room.conns.get(&id).map(|c| c.socket.clone()) {
+                self.close(room, &ws, 4001, "token expired");
+            }
+        }
+        let due = room.log.due(now, room.policy().interval_ms)?;
+        room.deliver_pending(due, None, now, Pace::Paced)?;
+        room.pruner.sweep_next();
+        room.prune(now)?;
+        room.next_alarm(now)
     }
 }

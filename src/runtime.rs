@@ -1,10 +1,11 @@
 //! What the plain modules need from the Workers runtime: the clock, random ids, settings and
 //! structured logs.
 
+use crate::bindings::env_text;
 use crate::config::Settings;
 use crate::error::ApiError;
-use worker::wasm_bindgen::JsValue;
-use worker::{js_sys, Env};
+use std::rc::Rc;
+use wasm_bindgen::JsValue;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
@@ -29,33 +30,23 @@ pub fn random_id() -> String {
 
 thread_local! {
     /// Settings parsed once per isolate: an isolate's `env` never changes.
-    static SETTINGS: std::cell::RefCell<Option<Settings>> = const { std::cell::RefCell::new(None) };
+    static SETTINGS: std::cell::RefCell<Option<Rc<Settings>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The settings from the Worker's vars and secrets, parsed on first use in this isolate. Vars
 /// may be strings, numbers or booleans in `wrangler.toml`; all are read as text. An unusable
 /// setting is not cached, so every request reports it.
-pub fn settings(env: &Env) -> Result<Settings, ApiError> {
+pub fn settings(env: &JsValue) -> Result<Rc<Settings>, ApiError> {
     if let Some(s) = SETTINGS.with(|c| c.borrow().clone()) {
         return Ok(s);
     }
-    let parsed = read_settings(env)?;
-    SETTINGS.with(|c| *c.borrow_mut() = Some(parsed.clone()));
+    let parsed = Rc::new(read_settings(env)?);
+    SETTINGS.with(|c| *c.borrow_mut() = Some(Rc::clone(&parsed)));
     Ok(parsed)
 }
 
-fn read_settings(env: &Env) -> Result<Settings, ApiError> {
-    let env: &JsValue = env.as_ref();
-    Settings::from_lookup(|name| {
-        let v = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok()?;
-        if let Some(s) = v.as_string() {
-            Some(s)
-        } else if let Some(n) = v.as_f64() {
-            Some(format!("{n}"))
-        } else {
-            v.as_bool().map(|b| b.to_string())
-        }
-    })
+fn read_settings(env: &JsValue) -> Result<Settings, ApiError> {
+    Settings::from_lookup(|name| env_text(env, name))
 }
 
 /// Writes one structured log line (JSON, one object per line, never secrets).
@@ -64,5 +55,5 @@ pub fn log(event: &str, fields: serde_json::Value) {
     if let (Some(obj), serde_json::Value::Object(extra)) = (line.as_object_mut(), fields) {
         obj.extend(extra);
     }
-    worker::console_log!("{}", line);
+    web_sys::console::log_1(&JsValue::from_str(&line.to_string()));
 }

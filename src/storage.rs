@@ -5,9 +5,27 @@
 //! between is atomic with respect to every other event of the room: that is what makes `seq`
 //! assignment and the replay/live seam exact.
 
+use crate::bindings::{int, rows, text, Js as Result, Sql};
 use crate::delivery::DeliveryStatus;
-use serde::Deserialize;
-use worker::{Result, SqlStorage, SqlStorageValue as V};
+use js_sys::Array;
+use wasm_bindgen::JsValue;
+
+/// A binding for an integer column (SQLite's integers travel as JavaScript numbers; every
+/// value stored here is far inside the safe range).
+fn n(v: impl Into<i64>) -> JsValue {
+    JsValue::from_f64(v.into() as f64)
+}
+
+/// Rows a statement changed (read after running it to the end).
+fn written(cursor: &crate::bindings::Cursor) -> Result<usize> {
+    rows(cursor)?;
+    Ok(cursor.rows_written() as usize)
+}
+
+/// A binding for a text column.
+fn t(v: &str) -> JsValue {
+    JsValue::from_str(v)
+}
 
 /// Schema migrations, applied in order once each; `meta.schema_version` records how many ran.
 /// Append new ones; never edit a released one.
@@ -58,11 +76,10 @@ const MIGRATIONS: &[&[&str]] = &[&[
 ]];
 
 /// One stored notification.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub seq: u64,
     pub id: String,
-    #[serde(rename = "type")]
     pub kind: String,
     pub payload: String,
     pub attempts: u32,
@@ -73,6 +90,21 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An `ENTRY_COLUMNS` row.
+    fn from_row(r: &Array) -> Entry {
+        Entry {
+            seq: int(r, 0).unwrap_or(0).max(0) as u64,
+            id: text(r, 1).unwrap_or_default(),
+            kind: text(r, 2).unwrap_or_default(),
+            payload: text(r, 3).unwrap_or_default(),
+            attempts: int(r, 4).unwrap_or(0).clamp(0, u32::MAX.into()) as u32,
+            last_attempt_at: int(r, 5),
+            acked_at: int(r, 6),
+            acked_by: text(r, 7),
+            delivery: text(r, 8).unwrap_or_default(),
+        }
+    }
+
     pub fn status(&self) -> DeliveryStatus {
         DeliveryStatus::parse(&self.delivery).unwrap_or(DeliveryStatus::Sent)
     }
@@ -88,7 +120,7 @@ pub struct Stats {
 }
 
 /// The first result of a publish, returned again for a duplicate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct PublishRecord {
     pub id: String,
     pub seq: u64,
@@ -114,67 +146,64 @@ const ENTRY_COLUMNS: &str =
 
 /// The log of one room.
 pub struct RoomLog {
-    sql: SqlStorage,
-}
-
-#[derive(Deserialize)]
-struct Value {
-    value: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct Count {
-    n: i64,
+    sql: Sql,
 }
 
 impl RoomLog {
     /// Opens the log, creating or migrating the schema as needed.
-    pub fn open(sql: SqlStorage) -> Result<RoomLog> {
+    pub fn open(sql: Sql) -> Result<RoomLog> {
         let log = RoomLog { sql };
-        log.sql.exec(
+        log.exec(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)",
-            None,
+            vec![],
         )?;
         let version = log.meta("schema_version")? as usize;
         for (i, statements) in MIGRATIONS.iter().enumerate().skip(version) {
             for statement in statements.iter() {
-                log.sql.exec(statement, None)?;
+                log.exec(statement, vec![])?;
             }
-            log.sql.exec(
+            log.exec(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                vec![V::Integer(i as i64 + 1)],
+                vec![n(i as i64 + 1)],
             )?;
         }
         Ok(log)
     }
 
+    fn exec(&self, query: &str, bindings: Vec<JsValue>) -> Result<crate::bindings::Cursor> {
+        self.sql.exec(query, bindings)
+    }
+
+    /// The rows of a query, each an array of its columns.
+    fn select(&self, query: &str, bindings: Vec<JsValue>) -> Result<Vec<Array>> {
+        rows(&self.exec(query, bindings)?)
+    }
+
+    /// The first column of the first row as an integer (0 for none or NULL).
+    fn select_int(&self, query: &str, bindings: Vec<JsValue>) -> Result<Option<i64>> {
+        Ok(self
+            .select(query, bindings)?
+            .first()
+            .and_then(|r| int(r, 0)))
+    }
+
     fn meta(&self, key: &str) -> Result<u64> {
-        let rows: Vec<Value> = self
-            .sql
-            .exec("SELECT value FROM meta WHERE key = ?", vec![key.into()])?
-            .to_array()?;
-        Ok(rows.first().and_then(|r| r.value).unwrap_or(0).max(0) as u64)
+        let v = self.select_int("SELECT value FROM meta WHERE key = ?", vec![t(key)])?;
+        Ok(v.unwrap_or(0).max(0) as u64)
     }
 
     /// The room id recorded by the first request (alarms and socket events carry none).
     pub fn room_id(&self) -> Result<Option<String>> {
-        #[derive(Deserialize)]
-        struct Text {
-            value: Option<String>,
-        }
-        let rows: Vec<Text> = self
-            .sql
-            .exec("SELECT value FROM meta WHERE key = 'room_id'", None)?
-            .to_array()?;
-        Ok(rows.into_iter().next().and_then(|r| r.value))
+        let rows = self.select("SELECT value FROM meta WHERE key = 'room_id'", vec![])?;
+        Ok(rows.first().and_then(|r| text(r, 0)))
     }
 
     pub fn set_room_id(&self, id: &str) -> Result<()> {
-        self.sql.exec(
+        self.exec(
             "INSERT INTO meta (key, value) VALUES ('room_id', ?)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            vec![id.into()],
+            vec![t(id)],
         )?;
         Ok(())
     }
@@ -201,9 +230,9 @@ impl RoomLog {
     /// Counts frames sent outside a publish (redelivery rounds, replays, offline queue).
     pub fn add_deliveries(&self, n: u64) -> Result<()> {
         if n > 0 {
-            self.sql.exec(
+            self.exec(
                 "UPDATE meta SET value = value + ? WHERE key = 'deliveries'",
-                vec![V::Integer(n as i64)],
+                vec![JsValue::from_f64(n as f64)],
             )?;
         }
         Ok(())
@@ -211,26 +240,24 @@ impl RoomLog {
 
     /// The earlier publish with this idempotency key, if it is still retained.
     pub fn find_by_key(&self, key: &str) -> Result<Option<PublishRecord>> {
-        let rows: Vec<PublishRecord> = self
-            .sql
-            .exec(
-                "SELECT id, seq, broadcast_count FROM notifications WHERE idempotency_key = ?",
-                vec![key.into()],
-            )?
-            .to_array()?;
-        Ok(rows.into_iter().next())
+        let rows = self.select(
+            "SELECT id, seq, broadcast_count FROM notifications WHERE idempotency_key = ?",
+            vec![t(key)],
+        )?;
+        Ok(rows.first().map(|r| PublishRecord {
+            id: text(r, 0).unwrap_or_default(),
+            seq: int(r, 1).unwrap_or(0).max(0) as u64,
+            broadcast_count: int(r, 2).unwrap_or(0).clamp(0, u32::MAX.into()) as u32,
+        }))
     }
 
     /// Whether a notification with this id is retained.
     pub fn has_id(&self, id: &str) -> Result<bool> {
-        let rows: Vec<Count> = self
-            .sql
-            .exec(
-                "SELECT COUNT(*) AS n FROM notifications WHERE id = ?",
-                vec![id.into()],
-            )?
-            .to_array()?;
-        Ok(rows.first().is_some_and(|c| c.n > 0))
+        let count = self.select_int(
+            "SELECT COUNT(*) FROM notifications WHERE id = ?",
+            vec![t(id)],
+        )?;
+        Ok(count.unwrap_or(0) > 0)
     }
 
     /// Appends a publish (before it is sent: SPEC, "Delivery").
@@ -241,23 +268,23 @@ impl RoomLog {
         } else {
             DeliveryStatus::Sent
         };
-        self.sql.exec(
+        self.exec(
             "INSERT INTO notifications (seq, id, type, payload, status, requires_ack, created_at,
                 attempts, last_attempt_at, delivery, idempotency_key, broadcast_count)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             vec![
-                V::Integer(e.seq as i64),
-                e.id.into(),
-                e.kind.into(),
-                e.payload.into(),
-                e.status.into(),
-                V::Integer(e.requires_ack.into()),
-                V::Integer(e.now),
-                V::Integer(sent.into()),
-                if sent { V::Integer(e.now) } else { V::Null },
-                delivery.as_str().into(),
-                e.idempotency_key.map_or(V::Null, V::from),
-                V::Integer(e.broadcast_count.into()),
+                n(e.seq as i64),
+                t(e.id),
+                t(e.kind),
+                t(e.payload),
+                t(e.status),
+                n(e.requires_ack),
+                n(e.now),
+                n(sent),
+                if sent { n(e.now) } else { JsValue::NULL },
+                t(delivery.as_str()),
+                e.idempotency_key.map_or(JsValue::NULL, t),
+                n(e.broadcast_count),
             ],
         )?;
         Ok(())
@@ -265,26 +292,30 @@ impl RoomLog {
 
     /// Stored notifications with `seq > since`, oldest first, at most `limit`.
     pub fn after(&self, since: u64, limit: u32) -> Result<Vec<Entry>> {
-        self.sql
-            .exec(
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM notifications WHERE seq > ? ORDER BY seq LIMIT ?"
-                ),
-                vec![V::Integer(since as i64), V::Integer(limit.into())],
-            )?
-            .to_array()
+        self.entries(
+            &format!(
+                "SELECT {ENTRY_COLUMNS} FROM notifications WHERE seq > ? ORDER BY seq LIMIT ?"
+            ),
+            vec![n(since as i64), n(limit)],
+        )
     }
 
     /// Pending notifications, oldest first.
     pub fn pending(&self) -> Result<Vec<Entry>> {
-        self.sql
-            .exec(
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM notifications WHERE delivery = 'pending' ORDER BY seq"
-                ),
-                None,
-            )?
-            .to_array()
+        self.entries(
+            &format!(
+                "SELECT {ENTRY_COLUMNS} FROM notifications WHERE delivery = 'pending' ORDER BY seq"
+            ),
+            vec![],
+        )
+    }
+
+    fn entries(&self, query: &str, bindings: Vec<JsValue>) -> Result<Vec<Entry>> {
+        Ok(self
+            .select(query, bindings)?
+            .iter()
+            .map(Entry::from_row)
+            .collect())
     }
 
     /// Records a new round for these notifications at `now`.
@@ -292,7 +323,7 @@ impl RoomLog {
         self.update_many(
             "UPDATE notifications SET attempts = attempts + 1, last_attempt_at = ?
              WHERE delivery = 'pending' AND seq IN",
-            vec![V::Integer(now)],
+            vec![n(now)],
             seqs,
         )
     }
@@ -306,13 +337,13 @@ impl RoomLog {
         )
     }
 
-    fn update_many(&self, head: &str, bindings: Vec<V>, seqs: &[u64]) -> Result<()> {
+    fn update_many(&self, head: &str, bindings: Vec<JsValue>, seqs: &[u64]) -> Result<()> {
         // SQLite allows 100 bound parameters per statement in Durable Objects.
         for chunk in seqs.chunks(90) {
             let marks = vec!["?"; chunk.len()].join(",");
             let mut b = bindings.clone();
-            b.extend(chunk.iter().map(|&s| V::Integer(s as i64)));
-            self.sql.exec(&format!("{head} ({marks})"), b)?;
+            b.extend(chunk.iter().map(|&s| n(s as i64)));
+            self.exec(&format!("{head} ({marks})"), b)?;
         }
         Ok(())
     }
@@ -323,53 +354,47 @@ impl RoomLog {
         let mut changed = 0;
         for chunk in ids.chunks(90) {
             let marks = vec!["?"; chunk.len()].join(",");
-            let mut b = vec![V::Integer(now), by.into()];
-            b.extend(chunk.iter().map(|id| V::from(id.as_str())));
-            let cursor = self.sql.exec(
+            let mut b = vec![n(now), t(by)];
+            b.extend(chunk.iter().map(|id| t(id)));
+            let cursor = self.exec(
                 &format!(
                     "UPDATE notifications SET delivery = 'acked', acked_at = ?, acked_by = ?
                      WHERE delivery IN ('pending', 'failed') AND id IN ({marks})"
                 ),
                 b,
             )?;
-            let _ = cursor.raw().count();
-            changed += cursor.rows_written();
+            changed += written(&cursor)?;
         }
         Ok(changed)
     }
 
     /// When the earliest running round ends (ms), for the retry alarm.
     pub fn next_round_due(&self, now: i64, interval_ms: i64) -> Result<Option<i64>> {
-        let rows: Vec<Value> = self
-            .sql
-            .exec(
-                "SELECT MIN(last_attempt_at) AS value FROM notifications
-                 WHERE delivery = 'pending' AND attempts > 0 AND last_attempt_at > ?",
-                vec![V::Integer(now - interval_ms)],
-            )?
-            .to_array()?;
-        Ok(rows.first().and_then(|r| r.value).map(|t| t + interval_ms))
+        let first = self.select_int(
+            "SELECT MIN(last_attempt_at) FROM notifications
+             WHERE delivery = 'pending' AND attempts > 0 AND last_attempt_at > ?",
+            vec![n(now - interval_ms)],
+        )?;
+        Ok(first.map(|t| t + interval_ms))
     }
 
     /// Pending notifications whose round has ended (due for another round, or to fail).
     pub fn due(&self, now: i64, interval_ms: i64) -> Result<Vec<Entry>> {
-        self.sql
-            .exec(
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM notifications
-                     WHERE delivery = 'pending' AND attempts > 0 AND last_attempt_at <= ?
-                     ORDER BY seq"
-                ),
-                vec![V::Integer(now - interval_ms)],
-            )?
-            .to_array()
+        self.entries(
+            &format!(
+                "SELECT {ENTRY_COLUMNS} FROM notifications
+                 WHERE delivery = 'pending' AND attempts > 0 AND last_attempt_at <= ?
+                 ORDER BY seq"
+            ),
+            vec![n(now - interval_ms)],
+        )
     }
 
     /// Prunes non-pending rows with `after < seq <= through` (a range scan on the primary key).
     pub fn prune_range(&self, after: u64, through: u64) -> Result<()> {
-        self.sql.exec(
+        self.exec(
             "DELETE FROM notifications WHERE seq > ? AND seq <= ? AND delivery <> 'pending'",
-            vec![V::Integer(after as i64), V::Integer(through as i64)],
+            vec![n(after as i64), n(through as i64)],
         )?;
         Ok(())
     }
@@ -378,37 +403,25 @@ impl RoomLog {
     /// (`failed`); then rows that are not pending and are at or below `seq_cutoff` or created
     /// before `created_cutoff` are pruned. Returns how many pending ones expired.
     pub fn sweep(&self, seq_cutoff: u64, created_cutoff: i64) -> Result<usize> {
-        let expired = self.sql.exec(
+        let expired = written(&self.exec(
             "UPDATE notifications SET delivery = 'failed'
              WHERE delivery = 'pending' AND created_at < ?",
-            vec![V::Integer(created_cutoff)],
-        )?;
-        let _ = expired.raw().count();
-        let expired = expired.rows_written();
-        self.sql.exec(
+            vec![n(created_cutoff)],
+        )?)?;
+        self.exec(
             "DELETE FROM notifications WHERE delivery <> 'pending' AND (seq <= ? OR created_at < ?)",
-            vec![V::Integer(seq_cutoff as i64), V::Integer(created_cutoff)],
+            vec![n(seq_cutoff as i64), n(created_cutoff)],
         )?;
         Ok(expired)
     }
 
     /// `(pending, failed)` counts.
     pub fn delivery_counts(&self) -> Result<(u64, u64)> {
-        #[derive(Deserialize)]
-        struct Counts {
-            pending: Option<i64>,
-            failed: Option<i64>,
-        }
-        let rows: Vec<Counts> = self
-            .sql
-            .exec(
-                "SELECT SUM(delivery = 'pending') AS pending, SUM(delivery = 'failed') AS failed
-                 FROM notifications",
-                None,
-            )?
-            .to_array()?;
-        let c = rows.first();
-        let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
-        Ok((n(c.and_then(|c| c.pending)), n(c.and_then(|c| c.failed))))
+        let rows = self.select(
+            "SELECT SUM(delivery = 'pending'), SUM(delivery = 'failed') FROM notifications",
+            vec![],
+        )?;
+        let count = |i| rows.first().and_then(|r| int(r, i)).unwrap_or(0).max(0) as u64;
+        Ok((count(0), count(1)))
     }
 }

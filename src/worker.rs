@@ -2,99 +2,125 @@
 //! room's Durable Object through the internal API. Nothing reaches a room before these checks.
 
 use crate::auth::{api_key_allowed, bearer, sign_hs256, TokenVerifier};
+use crate::bindings::{describe, namespace, Js};
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::internal::{self, header, path};
+use crate::internal::Call;
 use crate::notification::Draft;
+use crate::query::{pairs, split_url};
 use crate::room_id::RoomId;
 use crate::routing::{HistoryQuery, Route, SubscribeQuery};
 use crate::runtime::{log, now_ms, random_id, settings};
 use crate::{http, CLIENT_SCRIPT, DEMO_PAGE};
+use js_sys::{Promise, Uint8Array};
 use serde_json::{json, Value};
-use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, Result};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
+use web_sys::{Request, RequestInit, Response};
 
 /// Durable Object binding of `NotificationRoom` in `wrangler.toml`.
 const ROOMS_BINDING: &str = "ROOMS";
 
-#[event(fetch)]
-pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    console_error_panic_hook::set_once();
-    let origin = req.headers().get("origin").ok().flatten();
-    let method = req.method().to_string();
-    let path = req.path();
-    let route = Route::resolve(&method, &path);
-    let result = match &route {
-        Ok(route) => handle(route, req, &env).await,
-        Err(e) => Err(e.clone()),
-    };
-    let resp = match result {
-        Ok(resp) => resp,
-        Err(e) => {
-            if matches!(e.status(), 401 | 403 | 429 | 503) {
-                // Never the query string: it may hold a token.
-                log(
-                    "refused",
-                    json!({"method": method, "path": path, "status": e.status(), "code": e.code()}),
-                );
+/// A request's answer: ready, or the room's (a promise of its `Response`, passed on unread).
+enum Answer {
+    Ready(Response),
+    Room(Promise),
+}
+
+/// The Worker's `fetch` handler (the runtime calls it with `env` and `ctx`).
+#[wasm_bindgen]
+pub fn fetch(req: Request, env: JsValue, _ctx: JsValue) -> Promise {
+    future_to_promise(async move {
+        let url = req.url();
+        let (path, query) = split_url(&url);
+        let method = req.method();
+        let route = Route::resolve(&method, path);
+        let result = match &route {
+            Ok(route) => handle(route, &req, query, &env).await,
+            Err(e) => Err(e.clone()),
+        };
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(e) => {
+                if matches!(e.status(), 401 | 403 | 429 | 503) {
+                    // Never the query string: it may hold a token.
+                    log(
+                        "refused",
+                        json!({"method": method, "path": path, "status": e.status(), "code": e.code()}),
+                    );
+                }
+                Answer::Ready(http::error(&e)?)
             }
-            http::error(&e)?
+        };
+        let origin = header(&req, "origin");
+        match (
+            cors_headers(origin.as_deref(), route.ok().as_ref(), &env),
+            answer,
+        ) {
+            // The room's promise is the answer: the runtime adopts it, no await here.
+            (None, Answer::Room(p)) => Ok(p.into()),
+            (None, Answer::Ready(r)) => Ok(r.into()),
+            (Some(cors), answer) => {
+                let resp = match answer {
+                    Answer::Ready(r) => r,
+                    Answer::Room(p) => JsFuture::from(p).await?.unchecked_into(),
+                };
+                let cors: Vec<(&str, &str)> = cors.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                Ok(http::with_headers(resp, &cors)?.into())
+            }
         }
-    };
-    cors(resp, origin.as_deref(), route.ok().as_ref(), &env)
+    })
 }
 
 /// A runtime failure: logged with its detail, answered as a plain 500.
-fn internal(err: worker::Error) -> ApiError {
-    log("internal_error", json!({"error": err.to_string()}));
+fn internal(err: JsValue) -> ApiError {
+    log("internal_error", json!({"error": describe(&err)}));
     ApiError::Internal
 }
 
-async fn handle(route: &Route, req: Request, env: &Env) -> std::result::Result<Response, ApiError> {
+fn ready(resp: Js<Response>) -> Result<Answer, ApiError> {
+    resp.map(Answer::Ready).map_err(internal)
+}
+
+async fn handle(
+    route: &Route,
+    req: &Request,
+    query: &str,
+    env: &JsValue,
+) -> Result<Answer, ApiError> {
     match route {
-        Route::Healthz => http::json(
+        Route::Healthz => ready(http::json(
             200,
-            json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}).to_string(),
-        )
-        .map_err(internal),
-        Route::Demo => http::text("text/html; charset=utf-8", DEMO_PAGE).map_err(internal),
-        Route::ClientScript => {
-            http::text("text/javascript; charset=utf-8", CLIENT_SCRIPT).map_err(internal)
-        }
-        Route::Preflight { allow } => {
-            let resp = Response::empty().map_err(internal)?.with_status(204);
-            resp.headers().set("allow", allow).map_err(internal)?;
-            Ok(resp)
-        }
-        Route::Subscribe(room) => subscribe(room, req, env).await,
+            &json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}).to_string(),
+        )),
+        Route::Demo => ready(http::text("text/html; charset=utf-8", DEMO_PAGE)),
+        Route::ClientScript => ready(http::text("text/javascript; charset=utf-8", CLIENT_SCRIPT)),
+        Route::Preflight { allow } => ready(http::no_content(&[("allow", allow)])),
+        Route::Subscribe(room) => subscribe(room, req, query, env),
         Route::RoomBroadcast(room) => {
             let s = settings(env)?;
             let (body, key) = publish_body(req, &s).await?;
             let draft = Draft::from_json(body, key.as_deref(), None, now_ms(), random_id)?;
             // The room's answer is already SPEC's response: pass it through unread.
-            publish(env, room, &draft).await
+            Ok(Answer::Room(publish(env, room, &draft)?))
         }
         Route::Broadcast => broadcast(req, env).await,
-        Route::History(room) => history(room, req, env).await,
-        Route::RoomHealth(room) => health(room, req, env).await,
+        Route::History(room) => history(room, req, query, env),
+        Route::RoomHealth(room) => health(room, req, env),
         Route::DevToken => dev_token(req, env).await,
     }
 }
 
-fn header_value(req: &Request, name: &str) -> Option<String> {
+fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
 }
 
-fn query_pairs(req: &Request) -> std::result::Result<Vec<(String, String)>, ApiError> {
-    let url = req.url().map_err(internal)?;
-    Ok(url.query_pairs().into_owned().collect())
-}
-
 /// Checks `Authorization: Bearer <key>` against `BROADCAST_API_KEYS`.
-fn require_api_key(req: &Request, s: &Settings) -> std::result::Result<(), ApiError> {
+fn require_api_key(req: &Request, s: &Settings) -> Result<(), ApiError> {
     if s.broadcast_api_keys.is_empty() {
         return Err(ApiError::NotConfigured("BROADCAST_API_KEYS"));
     }
-    let presented = header_value(req, "authorization");
+    let presented = header(req, "authorization");
     match presented.as_deref().and_then(bearer) {
         Some(key) if api_key_allowed(&s.broadcast_api_keys, key) => Ok(()),
         Some(_) => Err(ApiError::Unauthorized("invalid API key".into())),
@@ -104,13 +130,18 @@ fn require_api_key(req: &Request, s: &Settings) -> std::result::Result<(), ApiEr
     }
 }
 
+/// The request body's bytes.
+async fn body_bytes(req: &Request) -> Result<Vec<u8>, ApiError> {
+    let buf = JsFuture::from(req.array_buffer().map_err(internal)?)
+        .await
+        .map_err(internal)?;
+    Ok(Uint8Array::new(&buf).to_vec())
+}
+
 /// Authenticates a publish and reads its JSON body (415, 413, 400 in that order).
-async fn publish_body(
-    mut req: Request,
-    s: &Settings,
-) -> std::result::Result<(Value, Option<String>), ApiError> {
-    require_api_key(&req, s)?;
-    let content_type = header_value(&req, "content-type").unwrap_or_default();
+async fn publish_body(req: &Request, s: &Settings) -> Result<(Value, Option<String>), ApiError> {
+    require_api_key(req, s)?;
+    let content_type = header(req, "content-type").unwrap_or_default();
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::UnsupportedMediaType);
@@ -118,85 +149,69 @@ async fn publish_body(
     let too_large = ApiError::PayloadTooLarge {
         limit: s.max_message_bytes,
     };
-    let declared = header_value(&req, "content-length").and_then(|v| v.parse::<usize>().ok());
+    let declared = header(req, "content-length").and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > s.max_message_bytes) {
         return Err(too_large);
     }
-    let bytes = req.bytes().await.map_err(internal)?;
+    let bytes = body_bytes(req).await?;
     if bytes.len() > s.max_message_bytes {
         return Err(too_large);
     }
     let body: Value =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    Ok((body, header_value(&req, "idempotency-key")))
+    Ok((body, header(req, "idempotency-key")))
 }
 
-/// The start of an internal request to a room: its method, and headers naming the room (the
-/// only headers a room ever sees are the ones the Worker sets).
-fn room_request(
-    room: &RoomId,
-    method: Method,
-) -> std::result::Result<(RequestInit, Headers), ApiError> {
-    let headers = Headers::new();
-    headers.set(header::ROOM, room.as_str()).map_err(internal)?;
-    let mut init = RequestInit::new();
-    init.with_method(method);
-    Ok((init, headers))
-}
-
-/// Sends an internal request to a room and returns its response.
-async fn call_room(
-    env: &Env,
-    room: &RoomId,
-    route: &str,
-    mut init: RequestInit,
-    headers: Headers,
-) -> std::result::Result<Response, ApiError> {
-    init.with_headers(headers);
-    let req =
-        Request::new_with_init(&format!("{}{route}", internal::BASE), &init).map_err(internal)?;
-    let stub = env
-        .durable_object(ROOMS_BINDING)
-        .and_then(|ns| ns.get_by_name(room.as_str()))
-        .map_err(internal)?;
-    stub.fetch_with_request(req).await.map_err(internal)
-}
-
-/// Publishes a validated notification to one room; returns the room's answer.
-async fn publish(env: &Env, room: &RoomId, d: &Draft) -> std::result::Result<Response, ApiError> {
-    let (mut init, headers) = room_request(room, Method::Post)?;
-    let set = |k, v: &str| headers.set(k, v).map_err(internal);
-    set(header::ID, &d.id)?;
-    set(header::TYPE, &d.kind)?;
-    set(header::STATUS, &d.status)?;
-    set(header::ACK, if d.requires_ack { "1" } else { "0" })?;
-    if let Some(k) = &d.idempotency_key {
-        set(header::KEY, k)?;
+/// Sends a call to its room; the promise of the room's `Response`.
+fn call_room(env: &JsValue, call: &Call, body: Option<&str>) -> Result<Promise, ApiError> {
+    let init = RequestInit::new();
+    match body {
+        Some(b) => {
+            init.set_method("POST");
+            init.set_body(&JsValue::from_str(b));
+        }
+        None if matches!(call, Call::Subscribe { .. }) => {
+            let headers = crate::bindings::object(&[("upgrade", "websocket")]);
+            init.set_headers(&headers);
+        }
+        None => {}
     }
-    init.with_body(Some(d.members.clone().into()));
-    call_room(env, room, path::PUBLISH, init, headers).await
+    let stub = namespace(env, ROOMS_BINDING)
+        .and_then(|ns| ns.get_by_name(call.room().as_str()))
+        .map_err(internal)?;
+    Ok(stub.fetch(&call.url(), &init))
+}
+
+/// Publishes a validated notification to one room; the promise of the room's answer.
+fn publish(env: &JsValue, room: &RoomId, d: &Draft) -> Result<Promise, ApiError> {
+    let call = Call::Publish {
+        room: room.clone(),
+        id: d.id.clone(),
+        kind: d.kind.clone(),
+        status: d.status.clone(),
+        requires_ack: d.requires_ack,
+        key: d.idempotency_key.clone(),
+    };
+    call_room(env, &call, Some(&d.members))
 }
 
 /// Publishes to one room of `POST /broadcast`: `(status, body)` of the room's answer.
-async fn publish_read(
-    env: &Env,
-    room: &RoomId,
-    d: &Draft,
-) -> std::result::Result<(u16, String), ApiError> {
-    let mut resp = publish(env, room, d).await?;
-    let body = resp.text().await.map_err(internal)?;
-    Ok((resp.status_code(), body))
+async fn publish_read(env: &JsValue, room: &RoomId, d: &Draft) -> Result<(u16, String), ApiError> {
+    let resp: Response = JsFuture::from(publish(env, room, d)?)
+        .await
+        .map_err(internal)?
+        .unchecked_into();
+    let text = JsFuture::from(resp.text().map_err(internal)?)
+        .await
+        .map_err(internal)?;
+    Ok((resp.status(), text.as_string().unwrap_or_default()))
 }
 
-async fn subscribe(
-    room: &RoomId,
-    req: Request,
-    env: &Env,
-) -> std::result::Result<Response, ApiError> {
+fn subscribe(room: &RoomId, req: &Request, query: &str, env: &JsValue) -> Result<Answer, ApiError> {
     let s = settings(env)?;
-    let pairs = query_pairs(&req)?;
+    let pairs = pairs(query);
     let verifier = TokenVerifier::from_settings(&s)?;
-    let from_header = header_value(&req, "authorization");
+    let from_header = header(req, "authorization");
     let token = from_header
         .as_deref()
         .and_then(bearer)
@@ -218,31 +233,28 @@ async fn subscribe(
             "this token may not enter room {room}"
         )));
     }
-    if let Some(origin) = header_value(&req, "origin") {
+    if let Some(origin) = header(req, "origin") {
         let origin = origin.trim_end_matches('/');
         if !s.allowed_origins.is_empty() && !s.allowed_origins.iter().any(|o| o == origin) {
             return Err(ApiError::OriginNotAllowed);
         }
     }
-    let upgrade = header_value(&req, "upgrade").unwrap_or_default();
+    let upgrade = header(req, "upgrade").unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return Err(ApiError::UpgradeRequired);
     }
     let q = SubscribeQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-
-    let (init, headers) = room_request(room, Method::Get)?;
-    let set = |k, v: &str| headers.set(k, v).map_err(internal);
-    set("upgrade", "websocket")?;
-    set(header::SUB, &claims.sub)?;
-    set(header::EXP, &claims.exp.to_string())?;
-    if let Some(since) = q.since {
-        set(header::SINCE, &since.to_string())?;
-    }
-    set(header::TYPES, &q.types.patterns().join(","))?;
-    call_room(env, room, path::SUBSCRIBE, init, headers).await
+    let call = Call::Subscribe {
+        room: room.clone(),
+        sub: claims.sub,
+        exp: claims.exp,
+        since: q.since,
+        types: q.types.patterns(),
+    };
+    Ok(Answer::Room(call_room(env, &call, None)?))
 }
 
-async fn broadcast(req: Request, env: &Env) -> std::result::Result<Response, ApiError> {
+async fn broadcast(req: &Request, env: &JsValue) -> Result<Answer, ApiError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -307,18 +319,14 @@ async fn broadcast(req: Request, env: &Env) -> std::result::Result<Response, Api
         out["error"] = json!({"code": "partial_failure",
             "message": "publishing to at least one room failed; retry with the same Idempotency-Key"});
     }
-    http::json(status, out.to_string()).map_err(internal)
+    ready(http::json(status, &out.to_string()))
 }
 
-async fn history(
-    room: &RoomId,
-    req: Request,
-    env: &Env,
-) -> std::result::Result<Response, ApiError> {
+fn history(room: &RoomId, req: &Request, query: &str, env: &JsValue) -> Result<Answer, ApiError> {
     let s = settings(env)?;
-    let pairs = query_pairs(&req)?;
+    let pairs = pairs(query);
     let q = HistoryQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    let auth = header_value(&req, "authorization");
+    let auth = header(req, "authorization");
     let from_header = auth.as_deref().and_then(bearer).map(str::to_owned);
     // An API key counts only in the Authorization header: `?token=` is for client tokens, and a
     // key in a URL ends up in logs and browser history.
@@ -345,34 +353,31 @@ async fn history(
             )));
         }
     }
-    let (init, headers) = room_request(room, Method::Get)?;
-    headers
-        .set(header::SINCE, &q.since.to_string())
-        .map_err(internal)?;
-    headers
-        .set(header::LIMIT, &q.limit.to_string())
-        .map_err(internal)?;
-    call_room(env, room, path::HISTORY, init, headers).await
+    let call = Call::History {
+        room: room.clone(),
+        since: q.since,
+        limit: q.limit,
+    };
+    Ok(Answer::Room(call_room(env, &call, None)?))
 }
 
-async fn health(room: &RoomId, req: Request, env: &Env) -> std::result::Result<Response, ApiError> {
-    if header_value(&req, "authorization").is_none() {
+fn health(room: &RoomId, req: &Request, env: &JsValue) -> Result<Answer, ApiError> {
+    if header(req, "authorization").is_none() {
         // Anonymous liveness never wakes (or creates) a room.
-        return http::json(
+        return ready(http::json(
             200,
-            json!({"ok": true, "roomId": room.as_str()}).to_string(),
-        )
-        .map_err(internal);
+            &json!({"ok": true, "roomId": room.as_str()}).to_string(),
+        ));
     }
     let s = settings(env)?;
-    require_api_key(&req, &s)?;
-    let (init, headers) = room_request(room, Method::Get)?;
-    call_room(env, room, path::HEALTH, init, headers).await
+    require_api_key(req, &s)?;
+    let call = Call::Health { room: room.clone() };
+    Ok(Answer::Room(call_room(env, &call, None)?))
 }
 
 /// `POST /dev/token {"sub","rooms"?,"ttlSeconds"?}`: a token for local development, only with
 /// `DEV_MODE` on (404 otherwise, as if the route did not exist).
-async fn dev_token(mut req: Request, env: &Env) -> std::result::Result<Response, ApiError> {
+async fn dev_token(req: &Request, env: &JsValue) -> Result<Answer, ApiError> {
     let s = settings(env)?;
     if !s.dev_mode {
         return Err(ApiError::NotFound);
@@ -389,7 +394,7 @@ async fn dev_token(mut req: Request, env: &Env) -> std::result::Result<Response,
         #[serde(rename = "ttlSeconds", default)]
         ttl_seconds: Option<i64>,
     }
-    let bytes = req.bytes().await.map_err(internal)?;
+    let bytes = body_bytes(req).await?;
     let body: Body = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::InvalidBody(format!(
             "expected {{\"sub\",\"rooms\"?,\"ttlSeconds\"?}}: {e}"
@@ -401,17 +406,20 @@ async fn dev_token(mut req: Request, env: &Env) -> std::result::Result<Response,
     let now = now_ms() / 1000;
     let exp = now + body.ttl_seconds.unwrap_or(3600).clamp(1, 86_400);
     let token = sign_hs256(secret, &body.sub, &body.rooms, exp, now);
-    http::json(200, json!({"token": token, "exp": exp}).to_string()).map_err(internal)
+    ready(http::json(
+        200,
+        &json!({"token": token, "exp": exp}).to_string(),
+    ))
 }
 
 /// Cross-origin access: only reading routes (history, health, healthz), only for origins in
-/// `ALLOWED_ORIGINS`. Publishing is server-to-server and never gets CORS headers.
-fn cors(
-    resp: Response,
+/// `ALLOWED_ORIGINS`. Publishing is server-to-server and never gets CORS headers. `None` when
+/// the answer gets none.
+fn cors_headers(
     origin: Option<&str>,
     route: Option<&Route>,
-    env: &Env,
-) -> Result<Response> {
+    env: &JsValue,
+) -> Option<Vec<(&'static str, String)>> {
     let readable = matches!(
         route,
         Some(Route::History(_) | Route::RoomHealth(_) | Route::Healthz)
@@ -419,9 +427,10 @@ fn cors(
                 allow: "GET, HEAD, OPTIONS"
             })
     );
-    let Some(origin) = origin else {
-        return Ok(resp);
-    };
+    let origin = origin?;
+    if !readable {
+        return None;
+    }
     let allowed = settings(env)
         .map(|s| {
             s.allowed_origins
@@ -429,19 +438,13 @@ fn cors(
                 .any(|o| o == origin.trim_end_matches('/'))
         })
         .unwrap_or(false);
-    if readable && allowed {
-        // A room's answer (history, health) is a Durable Object response, whose headers are
-        // immutable: setting one would throw (a 500). Copy them into fresh headers instead.
-        let h = Headers::new();
-        for (name, value) in resp.headers().entries() {
-            h.append(&name, &value)?;
-        }
-        h.set("access-control-allow-origin", origin)?;
-        h.set("access-control-allow-methods", "GET, HEAD, OPTIONS")?;
-        h.set("access-control-allow-headers", "authorization")?;
-        h.set("access-control-max-age", "600")?;
-        h.set("vary", "Origin")?;
-        return Ok(resp.with_headers(h));
-    }
-    Ok(resp)
+    allowed.then(|| {
+        vec![
+            ("access-control-allow-origin", origin.to_owned()),
+            ("access-control-allow-methods", "GET, HEAD, OPTIONS".into()),
+            ("access-control-allow-headers", "authorization".into()),
+            ("access-control-max-age", "600".into()),
+            ("vary", "Origin".into()),
+        ]
+    })
 }
