@@ -18,7 +18,7 @@ const src = arg("dir", ROOMCAST_BUILD);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-boundary-"));
 fs.copyFileSync(path.join(src, "index_bg.wasm"), path.join(dir, "index_bg.wasm"));
 let js = fs.readFileSync(path.join(src, "index.js"), "utf8");
-const inst = /new WebAssembly\.Instance\((\w+),(\w+)\(\)\),(\w+)=(\w+)\.exports/g;
+const inst = /new WebAssembly\.Instance\(([\w$]+),([\w$]+)\(\)\),([\w$]+)=([\w$]+)\.exports/g;
 if (!inst.test(js)) throw new Error("boundary: could not find the wasm instantiation in index.js");
 js = js.replace(inst, (_m, mod, imports, ex, inst2) => `new WebAssembly.Instance(${mod},__countImports(${imports}())),${ex}=__countExports(${inst2}.exports)`);
 const helper = `

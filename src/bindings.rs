@@ -44,7 +44,7 @@ extern "C" {
     #[derive(Clone)]
     pub type Sql;
     #[wasm_bindgen(method, catch, variadic, js_name = exec)]
-    pub fn exec(this: &Sql, query: &str, bindings: Vec<JsValue>) -> Js<Cursor>;
+    pub fn exec(this: &Sql, query: &JsString, bindings: Vec<JsValue>) -> Js<Cursor>;
 
     /// The cursor `exec` returns.
     pub type Cursor;

@@ -23,6 +23,7 @@ pub mod connections;
 pub mod delivery;
 pub mod error;
 pub mod internal;
+pub mod json;
 pub mod limits;
 pub mod notification;
 pub mod protocol;

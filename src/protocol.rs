@@ -2,7 +2,6 @@
 //! type filters that decide which notifications a connection receives (SPEC, "WebSocket protocol").
 
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 /// Frame names of the protocol; a notification may not use them as its `type`.
 pub const RESERVED_TYPES: [&str; 8] = [
@@ -239,6 +238,7 @@ impl TypeFilter {
 /// [`crate::notification`]).
 pub mod server {
     use super::*;
+    use crate::json::Object;
 
     /// `connected`, the first frame of every connection.
     pub fn connected(
@@ -248,38 +248,50 @@ pub mod server {
         recovered: Option<bool>,
         server_time: &str,
     ) -> String {
-        let mut v = json!({
-            "type": "connected",
-            "roomId": room_id,
-            "connectionId": connection_id,
-            "lastSeq": last_seq,
-            "serverTime": server_time,
-        });
-        if let (Some(r), Some(obj)) = (recovered, v.as_object_mut()) {
-            obj.insert("recovered".into(), Value::Bool(r));
+        let frame = Object::new()
+            .str("type", "connected")
+            .str("roomId", room_id)
+            .str("connectionId", connection_id)
+            .num("lastSeq", last_seq)
+            .str("serverTime", server_time);
+        match recovered {
+            Some(r) => frame.bool("recovered", r),
+            None => frame,
         }
-        v.to_string()
+        .finish()
     }
 
     /// `pong`, answering a JSON ping.
     pub fn pong(timestamp: &str) -> String {
-        json!({"type": "pong", "timestamp": timestamp}).to_string()
+        Object::new()
+            .str("type", "pong")
+            .str("timestamp", timestamp)
+            .finish()
     }
 
     /// `subscribed`, answering subscribe/unsubscribe with the resulting filter.
     pub fn subscribed(filter: &TypeFilter) -> String {
-        json!({"type": "subscribed", "data": {"types": filter.patterns()}}).to_string()
+        let types = Object::new().strs("types", &filter.patterns()).finish();
+        Object::new()
+            .str("type", "subscribed")
+            .raw("data", &types)
+            .finish()
     }
 
     /// `error`, for a frame the server refused.
     pub fn error(code: &str, message: &str) -> String {
-        json!({"type": "error", "code": code, "message": message}).to_string()
+        Object::new()
+            .str("type", "error")
+            .str("code", code)
+            .str("message", message)
+            .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn pats(list: &[&str]) -> Vec<TypePattern> {
         TypePattern::parse_list(list.iter().copied()).unwrap()

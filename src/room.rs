@@ -15,10 +15,11 @@ use crate::delivery::{
 };
 use crate::error::ApiError;
 use crate::internal::Call;
+use crate::json::Object;
 use crate::limits::{Admission, ConnectionGuard};
 use crate::notification::{render_frame, render_payload};
 use crate::protocol::{server, ClientFrame, TypeFilter};
-use crate::runtime::{log, now_ms, random_id};
+use crate::runtime::{event, log, now_ms, random_id};
 use crate::storage::{Entry, NewEntry, RoomLog};
 use crate::{http, time};
 use serde::{Deserialize, Serialize};
@@ -290,7 +291,9 @@ impl Room {
             } => {
                 let expired = self.log.sweep(seq_cutoff, created_cutoff)?;
                 if expired > 0 {
-                    log("expired", json!({"room": self.id, "pending": expired}));
+                    log(event("expired")
+                        .str("room", &self.id)
+                        .num("pending", expired));
                 }
             }
         }
@@ -347,10 +350,11 @@ impl Room {
                     if n > 0 {
                         sent += u64::from(n);
                         rounds.push(e.seq);
-                        log(
-                            "retry",
-                            json!({"room": self.id, "id": e.id, "seq": e.seq, "attempt": attempt}),
-                        );
+                        log(event("retry")
+                            .str("room", &self.id)
+                            .str("id", &e.id)
+                            .num("seq", e.seq)
+                            .num("attempt", attempt));
                     }
                 }
                 Step::InRound { attempt, .. } => {
@@ -364,10 +368,11 @@ impl Room {
                 }
                 Step::Fail => {
                     failed.push(e.seq);
-                    log(
-                        "failed",
-                        json!({"room": self.id, "id": e.id, "seq": e.seq, "attempts": e.attempts}),
-                    );
+                    log(event("failed")
+                        .str("room", &self.id)
+                        .str("id", &e.id)
+                        .num("seq", e.seq)
+                        .num("attempts", e.attempts));
                 }
             }
         }
@@ -466,10 +471,10 @@ impl NotificationRoom {
         let room = &mut *room;
 
         if room.conns.len() >= room.settings.max_connections_per_room as usize {
-            log(
-                "limit_refused",
-                json!({"room": room.id, "limit": "room", "sub": sub}),
-            );
+            log(event("limit_refused")
+                .str("room", &room.id)
+                .str("limit", "room")
+                .str("sub", &sub));
             return Ok((
                 http::error(&ApiError::RoomFull {
                     retry_after_secs: 30,
@@ -478,10 +483,10 @@ impl NotificationRoom {
             ));
         }
         if room.conns.count_for(&sub) >= room.settings.max_connections_per_user as usize {
-            log(
-                "limit_refused",
-                json!({"room": room.id, "limit": "user", "sub": sub}),
-            );
+            log(event("limit_refused")
+                .str("room", &room.id)
+                .str("limit", "user")
+                .str("sub", &sub));
             return Ok((
                 http::error(&ApiError::UserConnectionLimit {
                     retry_after_secs: 30,
@@ -510,11 +515,13 @@ impl NotificationRoom {
                 return Err(e);
             }
         };
-        log(
-            "connect",
-            json!({"room": room.id, "connection": attachment.id, "sub": attachment.sub,
-                   "since": since, "replayed": replayed, "connections": room.conns.len()}),
-        );
+        log(event("connect")
+            .str("room", &room.id)
+            .str("connection", &attachment.id)
+            .str("sub", &attachment.sub)
+            .opt_num("since", since)
+            .num("replayed", replayed)
+            .num("connections", room.conns.len()));
         Ok((http::upgrade(&client)?, Some(alarm)))
     }
 
@@ -580,11 +587,13 @@ impl NotificationRoom {
             }
 
             room.prune(now)?;
-            log(
-                "publish",
-                json!({"room": room.id, "id": id, "seq": seq, "type": kind, "requiresAck": requires_ack,
-                   "broadcastCount": count}),
-            );
+            log(event("publish")
+                .str("room", &room.id)
+                .str("id", &id)
+                .num("seq", seq)
+                .str("type", &kind)
+                .bool("requiresAck", requires_ack)
+                .num("broadcastCount", count));
             let body = publish_result(&id, seq, count, false);
             let retry_at = (requires_ack && count > 0).then(|| now + room.policy().interval_ms);
             (body, retry_at)
@@ -662,10 +671,11 @@ impl NotificationRoom {
     fn close(&self, room: &mut Room, ws: &Socket, code: u16, reason: &str) {
         let _ = ws.close(code, reason);
         if let Some(c) = self.conn_id(ws).and_then(|id| room.forget(&id)) {
-            log(
-                "disconnect",
-                json!({"room": room.id, "connection": c.id, "code": code, "reason": reason}),
-            );
+            log(event("disconnect")
+                .str("room", &room.id)
+                .str("connection", &c.id)
+                .num("code", code)
+                .str("reason", reason));
         }
     }
 
@@ -737,10 +747,12 @@ impl NotificationRoom {
                     .unwrap_or_default();
                 let changed = room.log.ack(&ids, &sub, now)?;
                 if changed > 0 {
-                    log(
-                        "ack",
-                        json!({"room": room.id, "connection": conn_id, "sub": sub, "ids": ids, "acked": changed}),
-                    );
+                    log(event("ack")
+                        .str("room", &room.id)
+                        .str("connection", &conn_id)
+                        .str("sub", &sub)
+                        .strs("ids", &ids)
+                        .num("acked", changed));
                 }
             }
             Ok(ClientFrame::Subscribe(p)) => {
@@ -771,17 +783,21 @@ fn save_attachment(ws: &Socket, a: &Attachment) -> Result<()> {
 }
 
 fn publish_result(id: &str, seq: u64, count: u32, duplicate: bool) -> String {
-    json!({"success": true, "broadcastCount": count, "id": id, "seq": seq, "duplicate": duplicate})
-        .to_string()
+    Object::new()
+        .bool("success", true)
+        .num("broadcastCount", count)
+        .str("id", id)
+        .num("seq", seq)
+        .bool("duplicate", duplicate)
+        .finish()
 }
 
 /// Logs a failure of a handler the runtime would otherwise only see as an exception.
 fn logged<T>(result: Result<T>, handler: &str) -> Result<T> {
     if let Err(e) = &result {
-        log(
-            "internal_error",
-            json!({"error": describe(e), "in": handler}),
-        );
+        log(event("internal_error")
+            .str("error", &describe(e))
+            .str("in", handler));
     }
     result
 }

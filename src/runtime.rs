@@ -4,6 +4,7 @@
 use crate::bindings::env_text;
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::json::Object;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 
@@ -49,11 +50,12 @@ fn read_settings(env: &JsValue) -> Result<Settings, ApiError> {
     Settings::from_lookup(|name| env_text(env, name))
 }
 
+/// Starts a structured log line: `log(event("publish").str("room", id)…)`.
+pub fn event(name: &str) -> Object {
+    Object::new().str("event", name)
+}
+
 /// Writes one structured log line (JSON, one object per line, never secrets).
-pub fn log(event: &str, fields: serde_json::Value) {
-    let mut line = serde_json::json!({ "event": event });
-    if let (Some(obj), serde_json::Value::Object(extra)) = (line.as_object_mut(), fields) {
-        obj.extend(extra);
-    }
-    web_sys::console::log_1(&JsValue::from_str(&line.to_string()));
+pub fn log(line: Object) {
+    web_sys::console::log_1(&JsValue::from_str(&line.finish()));
 }

@@ -7,13 +7,39 @@
 
 use crate::bindings::{int, rows, text, Js as Result, Sql};
 use crate::delivery::DeliveryStatus;
-use js_sys::Array;
+use js_sys::{Array, JsString};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use wasm_bindgen::JsValue;
 
 /// A binding for an integer column (SQLite's integers travel as JavaScript numbers; every
 /// value stored here is far inside the safe range).
 fn n(v: impl Into<i64>) -> JsValue {
     JsValue::from_f64(v.into() as f64)
+}
+
+thread_local! {
+    /// Statement texts as JavaScript strings, made once each: a publish runs the same two
+    /// statements every time, and copying their text out of wasm memory each time costs more
+    /// than finding it here.
+    static STATEMENTS: RefCell<HashMap<String, JsString>> = RefCell::new(HashMap::new());
+}
+
+/// Statements built with a variable number of `?` (acks, rounds) are not kept past this many.
+const MAX_STATEMENTS: usize = 64;
+
+fn statement(query: &str) -> JsString {
+    STATEMENTS.with(|cache| {
+        if let Some(s) = cache.borrow().get(query) {
+            return s.clone();
+        }
+        let s = JsString::from(query);
+        let mut cache = cache.borrow_mut();
+        if cache.len() < MAX_STATEMENTS {
+            cache.insert(query.to_owned(), s.clone());
+        }
+        s
+    })
 }
 
 /// Rows a statement changed (read after running it to the end).
@@ -172,7 +198,7 @@ impl RoomLog {
     }
 
     fn exec(&self, query: &str, bindings: Vec<JsValue>) -> Result<crate::bindings::Cursor> {
-        self.sql.exec(query, bindings)
+        self.sql.exec(&statement(query), bindings)
     }
 
     /// The rows of a query, each an array of its columns.

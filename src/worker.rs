@@ -10,7 +10,7 @@ use crate::notification::Draft;
 use crate::query::{pairs, split_url};
 use crate::room_id::RoomId;
 use crate::routing::{HistoryQuery, Route, SubscribeQuery};
-use crate::runtime::{log, now_ms, random_id, settings};
+use crate::runtime::{event, log, now_ms, random_id, settings};
 use crate::{http, CLIENT_SCRIPT, DEMO_PAGE};
 use js_sys::{Promise, Uint8Array};
 use serde_json::{json, Value};
@@ -44,10 +44,11 @@ pub fn fetch(req: Request, env: JsValue, _ctx: JsValue) -> Promise {
             Err(e) => {
                 if matches!(e.status(), 401 | 403 | 429 | 503) {
                     // Never the query string: it may hold a token.
-                    log(
-                        "refused",
-                        json!({"method": method, "path": path, "status": e.status(), "code": e.code()}),
-                    );
+                    log(event("refused")
+                        .str("method", &method)
+                        .str("path", path)
+                        .num("status", e.status())
+                        .str("code", e.code()));
                 }
                 Answer::Ready(http::error(&e)?)
             }
@@ -74,7 +75,7 @@ pub fn fetch(req: Request, env: JsValue, _ctx: JsValue) -> Promise {
 
 /// A runtime failure: logged with its detail, answered as a plain 500.
 fn internal(err: JsValue) -> ApiError {
-    log("internal_error", json!({"error": describe(&err)}));
+    log(event("internal_error").str("error", &describe(&err)));
     ApiError::Internal
 }
 
