@@ -37,6 +37,8 @@ mod bindings;
 #[cfg(target_arch = "wasm32")]
 mod http;
 #[cfg(target_arch = "wasm32")]
+mod init;
+#[cfg(target_arch = "wasm32")]
 mod room;
 #[cfg(target_arch = "wasm32")]
 mod runtime;
@@ -52,8 +54,3 @@ pub use room::NotificationRoom;
 pub const DEMO_PAGE: &str = include_str!("../demo/index.html");
 /// The browser client, served at `GET /client/roomcast.js` for the demo page.
 pub const CLIENT_SCRIPT: &str = include_str!("../client/roomcast.js");
-
-// workers-rs's start-up glue: the panic hook that marks the instance broken and the
-// `__worker_init_state` export that worker-build's shim uses to re-instantiate it after a panic.
-#[cfg(target_arch = "wasm32")]
-extern crate worker as workers_rs;
