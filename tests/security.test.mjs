@@ -310,6 +310,35 @@ describe("client tokens (HS256, iss/aud, origins, spoofed identity headers)", ()
     good2.terminate();
   });
 
+  test("internal call fields in a client's query string change nothing", async () => {
+    // The Worker writes a room's call into the internal URL (internal.rs); nothing of the
+    // client's query is carried over, so these names are just unknown parameters.
+    const u1 = roomName("u1");
+    const u2 = roomName("u2");
+    // (`types`, `since` and `token` are real subscribe parameters, so they are not among them.)
+    const spoof = { call: "health", room: `user_${u2}`, sub: u2, exp: "99999999999", id: "forged", ack: "1", key: "k" };
+    const good2 = await w.connect(`user_${u2}`, { token: tok(u2) });
+    const before2 = await snapshot(w, `user_${u2}`);
+    await refused(w.connect(`user_${u2}`, { token: tok(u1), query: spoof }), 403, "forbidden");
+    const c = await w.connect(`user_${u1}`, { token: tok(u1), query: spoof, viaQuery: true });
+    assert.equal(c.hello.roomId, `user_${u1}`);
+    const r = await w.request("POST", `/rooms/user_${u1}/broadcast?${new URLSearchParams({ ...spoof, type: "connected", status: "bogus" })}`, {
+      headers: { authorization: `Bearer ${API_KEY}` },
+      body: { type: "real.type", requiresAck: true },
+    });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    // The frame is the real one: none of the spoofed fields reached the room.
+    const f = await c.until((f) => f.id === r.body.id);
+    assert.deepEqual([f.type, f.requiresAck, f.status], ["real.type", true, "success"]);
+    c.send({ type: "ack", notificationId: f.id });
+    await roundTrip(c);
+    const e = (await w.history(`user_${u1}`)).body.notifications.find((n) => n.id === f.id);
+    assert.equal(e.ackedBy, u1);
+    await assertIntact(w, `user_${u2}`, good2, before2);
+    c.terminate();
+    good2.terminate();
+  });
+
   test("spoofed internal headers on publish and history change nothing", async () => {
     const { room, good, before } = await setup();
     const other = roomName("r");
