@@ -14,6 +14,13 @@ use wasm_bindgen::JsCast;
 /// A runtime call's failure (a JavaScript exception).
 pub type Js<T> = Result<T, JsValue>;
 
+#[wasm_bindgen(
+    inline_js = "export function settle(p, f) { return p.then((v) => f(true, v), (e) => f(false, e)); }"
+)]
+extern "C" {
+    fn settle(promise: &Promise, f: &JsValue) -> Promise;
+}
+
 #[wasm_bindgen]
 extern "C" {
     /// A Durable Object's `ctx`.
@@ -104,9 +111,23 @@ pub fn auto_response(state: &DurableObjectState, request: &str, response: &str) 
         .set_web_socket_auto_response(&WebSocketRequestResponsePair::new(request, response)?.into())
 }
 
-/// A promise settled on the next macrotask (`setTimeout(0)`): other events run first.
-pub fn macrotask() -> wasm_bindgen_futures::JsFuture {
-    Promise::new(&mut |resolve, _| set_timeout(&resolve, 0)).into()
+/// Runs `f` on a later macrotask (`setTimeout(0)`): other events run first.
+pub fn on_next_macrotask(f: impl FnOnce() + 'static) {
+    set_timeout(Closure::once_into_js(f).unchecked_ref(), 0);
+}
+
+/// `promise.then(f, f)`: runs `f` with the outcome once `promise` settles; the returned promise
+/// settles with what `f` returns (a value, a promise to follow, or an exception for `Err`).
+///
+/// This is how the glue waits, instead of Rust futures: wasm-bindgen-futures schedules every
+/// poll with `queueMicrotask`, which in workerd costs tens of microseconds per await, more
+/// than a publish's own work (docs/benchmarks.md).
+pub fn on_settle(
+    promise: &Promise,
+    f: impl FnOnce(Js<JsValue>) -> Js<JsValue> + 'static,
+) -> Promise {
+    let f = Closure::once_into_js(move |ok: bool, v: JsValue| f(if ok { Ok(v) } else { Err(v) }));
+    settle(promise, &f)
 }
 
 /// `env[name]` as text (vars may be strings, numbers or booleans in `wrangler.toml`).

@@ -67,7 +67,7 @@ pub fn upgrade(client: &Socket) -> Js<Response> {
 
 /// `resp` with `extra` headers added. A Durable Object's response has immutable headers, so
 /// they are copied into a new response.
-pub fn with_headers(resp: Response, extra: &[(&str, &str)]) -> Js<Response> {
+pub fn with_headers(resp: Response, extra: &[(&'static str, String)]) -> Js<Response> {
     let headers = Headers::new_with_headers(&resp.headers())?;
     for (k, v) in extra {
         headers.set(k, v)?;

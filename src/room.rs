@@ -7,7 +7,7 @@
 //! `Room` is a cache rebuilt whenever the object wakes.
 
 use crate::auth::LEEWAY_SECS;
-use crate::bindings::{self, describe, DurableObjectState, Js as Result, Socket};
+use crate::bindings::{self, describe, on_settle, DurableObjectState, Js as Result, Socket};
 use crate::config::Settings;
 use crate::connections::{Connection, Connections};
 use crate::delivery::{
@@ -22,13 +22,13 @@ use crate::protocol::{server, ClientFrame, TypeFilter};
 use crate::runtime::{event, log, now_ms, random_id};
 use crate::storage::{Entry, NewEntry, RoomLog};
 use crate::{http, time};
+use js_sys::Promise;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::cell::{RefCell, RefMut};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
 
 /// What each hibernatable socket carries across hibernation (as JSON text: one string in and
@@ -62,6 +62,12 @@ struct Room {
 /// The Durable Object of one room (`NotificationRoom` in `wrangler.toml`).
 #[wasm_bindgen]
 pub struct NotificationRoom {
+    core: Rc<Core>,
+}
+
+/// What the object holds, shared with the continuations of the calls that wait (a publish for
+/// its body, a schedule for the stored alarm time).
+struct Core {
     state: DurableObjectState,
     env: JsValue,
     room: RefCell<Option<Room>>,
@@ -150,20 +156,25 @@ fn fan_out(
     });
     if !queue.draining {
         queue.draining = true;
-        let outbox = Rc::clone(outbox);
-        wasm_bindgen_futures::spawn_local(async move {
-            loop {
-                // A macrotask boundary: the response and other events run in between.
-                let _ = bindings::macrotask().await;
-                let mut queue = outbox.borrow_mut();
-                if queue.drain(CHUNK) {
-                    queue.draining = false;
-                    break;
-                }
-            }
-        });
+        drain_later(Rc::clone(outbox));
     }
     Vec::new()
+}
+
+/// Sends the outbox's next chunk on a later macrotask, and so on until it is empty: the publish
+/// response and the room's other events run in between.
+fn drain_later(outbox: Rc<RefCell<Outbox>>) {
+    bindings::on_next_macrotask(move || {
+        let done = {
+            let mut queue = outbox.borrow_mut();
+            let done = queue.drain(CHUNK);
+            queue.draining = !done;
+            done
+        };
+        if !done {
+            drain_later(outbox);
+        }
+    });
 }
 
 impl Room {
@@ -383,7 +394,7 @@ impl Room {
     }
 }
 
-impl NotificationRoom {
+impl Core {
     /// The awake room, opened (schema, caches) on first use after a wake.
     fn room(&self) -> Result<RefMut<'_, Room>> {
         let mut slot = self.room.borrow_mut();
@@ -432,27 +443,33 @@ impl NotificationRoom {
         self.state.get_tags(ws).first().map(String::from)
     }
 
-    /// Makes sure the alarm runs by `at` (ms); `None` changes nothing.
-    async fn schedule(&self, at: Option<i64>) -> Result<()> {
-        let known = self.room()?.alarm_at;
+    /// Makes sure the alarm runs by `at` (ms); `None` changes nothing. Returns the storage
+    /// call to wait for, if one was needed.
+    fn schedule(self: &Rc<Self>, at: Option<i64>) -> Result<Option<Promise>> {
+        let Some(at) = at else {
+            return Ok(None);
+        };
         let storage = self.state.storage();
-        let current = match known {
-            Some(c) => c,
-            None => JsFuture::from(storage.get_alarm()?)
-                .await?
-                .as_f64()
-                .map(|ms| ms as i64),
-        };
-        let new = match (current, at) {
-            (Some(c), Some(a)) if c <= a => Some(c),
-            (_, Some(a)) => {
-                JsFuture::from(storage.set_alarm(a as f64)?).await?;
-                Some(a)
+        let known = self.room()?.alarm_at;
+        match known {
+            // Unknown after a wake: read it first.
+            None => {
+                let core = Rc::clone(self);
+                let read = storage.get_alarm()?;
+                Ok(Some(on_settle(&read, move |current| {
+                    let current = current?.as_f64().map(|ms| ms as i64);
+                    core.room()?.alarm_at = Some(current);
+                    Ok(core
+                        .schedule(Some(at))?
+                        .map_or(JsValue::UNDEFINED, Into::into))
+                })))
             }
-            (c, None) => c,
-        };
-        self.room()?.alarm_at = Some(new);
-        Ok(())
+            Some(Some(current)) if current <= at => Ok(None),
+            Some(_) => {
+                self.room()?.alarm_at = Some(Some(at));
+                Ok(Some(storage.set_alarm(at as f64)?))
+            }
+        }
     }
 
     /// Accepts a connection; returns the upgrade response and when the alarm must run for it.
@@ -525,20 +542,17 @@ impl NotificationRoom {
         Ok((http::upgrade(&client)?, Some(alarm)))
     }
 
-    async fn publish(
-        &self,
-        req: Request,
+    /// Publishes (the notification's members have arrived); the response, or a promise of it
+    /// when a redelivery alarm must be scheduled first.
+    fn publish(
+        self: &Rc<Self>,
+        members: String,
         id: String,
         kind: String,
         status: String,
         requires_ack: bool,
         key: Option<String>,
-    ) -> Result<Response> {
-        let members = JsFuture::from(req.text()?)
-            .await?
-            .as_string()
-            .unwrap_or_default();
-
+    ) -> Result<JsValue> {
         // From here to the response, no await: seq assignment is atomic.
         let now = now_ms();
         // A block, not drop(): clippy only sees the borrow end at a scope's end.
@@ -547,10 +561,8 @@ impl NotificationRoom {
             let room = &mut *guard;
             if let Some(k) = &key {
                 if let Some(first) = room.log.find_by_key(k)? {
-                    return http::json(
-                        200,
-                        &publish_result(&first.id, first.seq, first.broadcast_count, true),
-                    );
+                    let body = publish_result(&first.id, first.seq, first.broadcast_count, true);
+                    return Ok(http::json(200, &body)?.into());
                 }
             }
             let seq = room.last_seq + 1;
@@ -571,7 +583,7 @@ impl NotificationRoom {
             });
             if let Err(e) = appended {
                 if room.log.has_id(&id)? {
-                    return http::error(&ApiError::DuplicateId(id));
+                    return Ok(http::error(&ApiError::DuplicateId(id))?.into());
                 }
                 return Err(e);
             }
@@ -598,10 +610,11 @@ impl NotificationRoom {
             let retry_at = (requires_ack && count > 0).then(|| now + room.policy().interval_ms);
             (body, retry_at)
         };
-        if retry_at.is_some() {
-            self.schedule(retry_at).await?;
-        }
-        http::json(200, &body)
+        let resp = http::json(200, &body)?;
+        Ok(match self.schedule(retry_at)? {
+            Some(scheduled) => on_settle(&scheduled, move |done| done.map(|_| resp.into())).into(),
+            None => resp.into(),
+        })
     }
 
     fn history(&self, since: u64, limit: u32) -> Result<Response> {
@@ -802,8 +815,8 @@ fn logged<T>(result: Result<T>, handler: &str) -> Result<T> {
     result
 }
 
-/// The runtime's entry points. Socket events are synchronous: a room handles them without an
-/// await, so they need no future (and no promise) per frame.
+/// The runtime's entry points. Socket events are synchronous (a room handles them without
+/// waiting for anything); calls that wait return a promise made with [`on_settle`].
 #[wasm_bindgen]
 impl NotificationRoom {
     #[wasm_bindgen(constructor)]
@@ -811,19 +824,22 @@ impl NotificationRoom {
         // Text `ping` is answered by the runtime without waking the room.
         let _ = bindings::auto_response(&state, "ping", "pong");
         NotificationRoom {
-            state,
-            env,
-            room: RefCell::new(None),
+            core: Rc::new(Core {
+                state,
+                env,
+                room: RefCell::new(None),
+            }),
         }
     }
 
-    /// A call of the Worker (see [`Call`]).
-    pub async fn fetch(&self, req: Request) -> Result<JsValue> {
+    /// A call of the Worker (see [`Call`]): a `Response`, or a promise of one.
+    pub fn fetch(&self, req: Request) -> Result<JsValue> {
+        let core = &self.core;
         let Some(call) = Call::parse(&req.url()) else {
             return Ok(http::error(&ApiError::NotFound)?.into());
         };
-        self.enter(call.room().as_str())?;
-        let resp = match call {
+        core.enter(call.room().as_str())?;
+        Ok(match call {
             Call::Subscribe {
                 sub,
                 exp,
@@ -831,11 +847,17 @@ impl NotificationRoom {
                 types,
                 ..
             } => {
-                let (resp, alarm) = self.subscribe(sub, exp, since, types)?;
+                let (resp, alarm) = core.subscribe(sub, exp, since, types)?;
                 // The socket is live by now: failing to schedule is logged, not turned into a
                 // failed upgrade that would orphan it.
-                let _ = logged(self.schedule(alarm).await, "schedule");
-                resp
+                match logged(core.schedule(alarm), "schedule") {
+                    Ok(Some(scheduled)) => on_settle(&scheduled, move |done| {
+                        let _ = logged(done, "schedule");
+                        Ok(resp.into())
+                    })
+                    .into(),
+                    _ => resp.into(),
+                }
             }
             Call::Publish {
                 id,
@@ -844,14 +866,20 @@ impl NotificationRoom {
                 requires_ack,
                 key,
                 ..
-            } => logged(
-                self.publish(req, id, kind, status, requires_ack, key).await,
-                "publish",
-            )?,
-            Call::History { since, limit, .. } => self.history(since, limit)?,
-            Call::Health { .. } => self.health()?,
-        };
-        Ok(resp.into())
+            } => {
+                let core = Rc::clone(core);
+                on_settle(&req.text()?, move |members| {
+                    let members = members?.as_string().unwrap_or_default();
+                    logged(
+                        core.publish(members, id, kind, status, requires_ack, key),
+                        "publish",
+                    )
+                })
+                .into()
+            }
+            Call::History { since, limit, .. } => core.history(since, limit)?.into(),
+            Call::Health { .. } => core.health()?.into(),
+        })
     }
 
     #[wasm_bindgen(js_name = webSocketMessage)]
@@ -863,7 +891,7 @@ impl NotificationRoom {
             }
             None => (None, js_sys::Uint8Array::new(&message).length() as usize),
         };
-        logged(self.message(&ws, text, len), "webSocketMessage")
+        logged(self.core.message(&ws, text, len), "webSocketMessage")
     }
 
     #[wasm_bindgen(js_name = webSocketClose)]
@@ -874,7 +902,8 @@ impl NotificationRoom {
         reason: String,
         _clean: bool,
     ) -> Result<()> {
-        let mut room = self.room()?;
+        let core = &self.core;
+        let mut room = core.room()?;
         // Echo the close; codes that may not be sent (1005, 1006, 1015) become 1000. Needed even
         // though web_socket_auto_reply_to_close is the default at our compatibility date: without
         // the echo, clients of hibernatable sockets see 1006 (tests/foundation.test.mjs).
@@ -882,27 +911,28 @@ impl NotificationRoom {
             1000..=1003 | 1007..=1014 | 3000..=4999 => code,
             _ => 1000,
         };
-        self.close(&mut room, &ws, echo, &reason);
+        core.close(&mut room, &ws, echo, &reason);
         Ok(())
     }
 
     #[wasm_bindgen(js_name = webSocketError)]
     pub fn web_socket_error(&self, ws: Socket, _error: JsValue) -> Result<()> {
-        if let Some(id) = self.conn_id(&ws) {
-            self.room()?.forget(&id);
+        if let Some(id) = self.core.conn_id(&ws) {
+            self.core.room()?.forget(&id);
         }
         Ok(())
     }
 
-    pub async fn alarm(&self) -> Result<JsValue> {
-        let now = now_ms();
-        let next = logged(self.alarm_round(now), "alarm")?;
-        self.schedule(next).await?;
-        Ok(JsValue::UNDEFINED)
+    pub fn alarm(&self) -> Result<JsValue> {
+        let next = logged(self.core.alarm_round(now_ms()), "alarm")?;
+        Ok(self
+            .core
+            .schedule(next)?
+            .map_or(JsValue::UNDEFINED, Into::into))
     }
 }
 
-impl NotificationRoom {
+impl Core {
     /// The alarm's work: expired tokens, redelivery rounds, pruning. Returns the next alarm.
     fn alarm_round(&self, now: i64) -> Result<Option<i64>> {
         let mut room = self.room()?;

@@ -2,7 +2,7 @@
 //! room's Durable Object through the internal API. Nothing reaches a room before these checks.
 
 use crate::auth::{api_key_allowed, bearer, sign_hs256, TokenVerifier};
-use crate::bindings::{describe, namespace, Js};
+use crate::bindings::{describe, namespace, on_settle, Js};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::internal::Call;
@@ -12,65 +12,82 @@ use crate::room_id::RoomId;
 use crate::routing::{HistoryQuery, Route, SubscribeQuery};
 use crate::runtime::{event, log, now_ms, random_id, settings};
 use crate::{http, CLIENT_SCRIPT, DEMO_PAGE};
-use js_sys::{Promise, Uint8Array};
+use js_sys::{Array, Promise, Uint8Array};
 use serde_json::{json, Value};
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, JsFuture};
 use web_sys::{Request, RequestInit, Response};
 
 /// Durable Object binding of `NotificationRoom` in `wrangler.toml`.
 const ROOMS_BINDING: &str = "ROOMS";
 
-/// A request's answer: ready, or the room's (a promise of its `Response`, passed on unread).
+/// A request's answer: ready, or later (a promise of a `Response`: the room's, passed on
+/// unread, or one made once the body has arrived).
 enum Answer {
     Ready(Response),
-    Room(Promise),
+    Later(Promise),
 }
 
-/// The Worker's `fetch` handler (the runtime calls it with `env` and `ctx`).
-#[wasm_bindgen]
-pub fn fetch(req: Request, env: JsValue, _ctx: JsValue) -> Promise {
-    future_to_promise(async move {
-        let url = req.url();
-        let (path, query) = split_url(&url);
-        let method = req.method();
-        let route = Route::resolve(&method, path);
-        let result = match &route {
-            Ok(route) => handle(route, &req, query, &env).await,
-            Err(e) => Err(e.clone()),
-        };
-        let answer = match result {
-            Ok(answer) => answer,
-            Err(e) => {
-                if matches!(e.status(), 401 | 403 | 429 | 503) {
-                    // Never the query string: it may hold a token.
-                    log(event("refused")
-                        .str("method", &method)
-                        .str("path", path)
-                        .num("status", e.status())
-                        .str("code", e.code()));
-                }
-                Answer::Ready(http::error(&e)?)
-            }
-        };
-        let origin = header(&req, "origin");
-        match (
-            cors_headers(origin.as_deref(), route.ok().as_ref(), &env),
-            answer,
-        ) {
-            // The room's promise is the answer: the runtime adopts it, no await here.
-            (None, Answer::Room(p)) => Ok(p.into()),
-            (None, Answer::Ready(r)) => Ok(r.into()),
-            (Some(cors), answer) => {
-                let resp = match answer {
-                    Answer::Ready(r) => r,
-                    Answer::Room(p) => JsFuture::from(p).await?.unchecked_into(),
-                };
-                let cors: Vec<(&str, &str)> = cors.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                Ok(http::with_headers(resp, &cors)?.into())
-            }
+impl From<Answer> for JsValue {
+    fn from(a: Answer) -> JsValue {
+        match a {
+            Answer::Ready(r) => r.into(),
+            Answer::Later(p) => p.into(),
         }
+    }
+}
+
+/// The Worker's `fetch` handler (the runtime calls it with `env` and `ctx`). It returns a
+/// `Response`, or a promise of one, without a Rust future: see [`on_settle`].
+#[wasm_bindgen]
+pub fn fetch(req: Request, env: JsValue, _ctx: JsValue) -> Js<JsValue> {
+    let url = req.url();
+    let (path, query) = split_url(&url);
+    let method = req.method();
+    let route = Route::resolve(&method, path);
+    let cors = cors_headers(header(&req, "origin").as_deref(), route.as_ref().ok(), &env);
+    let refusal = Refusal::new(&method, path);
+    let answer = match &route {
+        Ok(route) => handle(route, &req, query, &env, &refusal),
+        Err(e) => Err(e.clone()),
+    };
+    let answer = answer.or_else(|e| refusal.answer(&e).map(Answer::Ready))?;
+    Ok(match (cors, answer) {
+        (None, answer) => answer.into(),
+        (Some(cors), Answer::Ready(r)) => http::with_headers(r, &cors)?.into(),
+        (Some(cors), Answer::Later(p)) => on_settle(&p, move |r| {
+            Ok(http::with_headers(r?.unchecked_into(), &cors)?.into())
+        })
+        .into(),
     })
+}
+
+/// Answers errors with SPEC's error shape, logging refusals (never the query string: it may
+/// hold a token).
+#[derive(Clone)]
+struct Refusal {
+    method: String,
+    path: String,
+}
+
+impl Refusal {
+    fn new(method: &str, path: &str) -> Rc<Refusal> {
+        Rc::new(Refusal {
+            method: method.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+
+    fn answer(&self, e: &ApiError) -> Js<Response> {
+        if matches!(e.status(), 401 | 403 | 429 | 503) {
+            log(event("refused")
+                .str("method", &self.method)
+                .str("path", &self.path)
+                .num("status", e.status())
+                .str("code", e.code()));
+        }
+        http::error(e)
+    }
 }
 
 /// A runtime failure: logged with its detail, answered as a plain 500.
@@ -83,11 +100,12 @@ fn ready(resp: Js<Response>) -> Result<Answer, ApiError> {
     resp.map(Answer::Ready).map_err(internal)
 }
 
-async fn handle(
+fn handle(
     route: &Route,
     req: &Request,
     query: &str,
     env: &JsValue,
+    refusal: &Rc<Refusal>,
 ) -> Result<Answer, ApiError> {
     match route {
         Route::Healthz => ready(http::json(
@@ -99,16 +117,22 @@ async fn handle(
         Route::Preflight { allow } => ready(http::no_content(&[("allow", allow)])),
         Route::Subscribe(room) => subscribe(room, req, query, env),
         Route::RoomBroadcast(room) => {
-            let s = settings(env)?;
-            let (body, key) = publish_body(req, &s).await?;
-            let draft = Draft::from_json(body, key.as_deref(), None, now_ms(), random_id)?;
-            // The room's answer is already SPEC's response: pass it through unread.
-            Ok(Answer::Room(publish(env, room, &draft)?))
+            let (env, room) = (env.clone(), room.clone());
+            publish_body(req, env.clone(), refusal, move |body, key| {
+                let draft = Draft::from_json(body, key.as_deref(), None, now_ms(), random_id)?;
+                // The room's answer is already SPEC's response: pass it through unread.
+                Ok(publish(&env, &room, &draft)?.into())
+            })
         }
-        Route::Broadcast => broadcast(req, env).await,
+        Route::Broadcast => {
+            let env2 = env.clone();
+            publish_body(req, env.clone(), refusal, move |body, key| {
+                broadcast(body, key, &env2)
+            })
+        }
         Route::History(room) => history(room, req, query, env),
         Route::RoomHealth(room) => health(room, req, env),
-        Route::DevToken => dev_token(req, env).await,
+        Route::DevToken => dev_token(req, env, refusal),
     }
 }
 
@@ -131,17 +155,36 @@ fn require_api_key(req: &Request, s: &Settings) -> Result<(), ApiError> {
     }
 }
 
-/// The request body's bytes.
-async fn body_bytes(req: &Request) -> Result<Vec<u8>, ApiError> {
-    let buf = JsFuture::from(req.array_buffer().map_err(internal)?)
-        .await
-        .map_err(internal)?;
-    Ok(Uint8Array::new(&buf).to_vec())
+/// Once the request body has arrived, `then(bytes)`: its answer (a `Response`, or a promise of
+/// one), errors answered in SPEC's shape.
+fn with_body(
+    req: &Request,
+    refusal: &Rc<Refusal>,
+    then: impl FnOnce(Vec<u8>) -> Result<JsValue, ApiError> + 'static,
+) -> Result<Answer, ApiError> {
+    let refusal = Rc::clone(refusal);
+    let body = req.array_buffer().map_err(internal)?;
+    Ok(Answer::Later(on_settle(&body, move |buf| {
+        let answer = buf
+            .map_err(internal)
+            .and_then(|buf| then(Uint8Array::new(&buf).to_vec()));
+        match answer {
+            Ok(a) => Ok(a),
+            Err(e) => Ok(refusal.answer(&e)?.into()),
+        }
+    })))
 }
 
-/// Authenticates a publish and reads its JSON body (415, 413, 400 in that order).
-async fn publish_body(req: &Request, s: &Settings) -> Result<(Value, Option<String>), ApiError> {
-    require_api_key(req, s)?;
+/// Authenticates a publish, then reads its JSON body (415, 413, 400 in that order) and hands
+/// it, with its `Idempotency-Key`, to `then`.
+fn publish_body(
+    req: &Request,
+    env: JsValue,
+    refusal: &Rc<Refusal>,
+    then: impl FnOnce(Value, Option<String>) -> Result<JsValue, ApiError> + 'static,
+) -> Result<Answer, ApiError> {
+    let s = settings(&env)?;
+    require_api_key(req, &s)?;
     let content_type = header(req, "content-type").unwrap_or_default();
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/json") {
@@ -154,13 +197,15 @@ async fn publish_body(req: &Request, s: &Settings) -> Result<(Value, Option<Stri
     if declared.is_some_and(|n| n > s.max_message_bytes) {
         return Err(too_large);
     }
-    let bytes = body_bytes(req).await?;
-    if bytes.len() > s.max_message_bytes {
-        return Err(too_large);
-    }
-    let body: Value =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    Ok((body, header(req, "idempotency-key")))
+    let key = header(req, "idempotency-key");
+    with_body(req, refusal, move |bytes| {
+        if bytes.len() > s.max_message_bytes {
+            return Err(too_large);
+        }
+        let body: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+        then(body, key)
+    })
 }
 
 /// Sends a call to its room; the promise of the room's `Response`.
@@ -196,16 +241,32 @@ fn publish(env: &JsValue, room: &RoomId, d: &Draft) -> Result<Promise, ApiError>
     call_room(env, &call, Some(&d.members))
 }
 
-/// Publishes to one room of `POST /broadcast`: `(status, body)` of the room's answer.
-async fn publish_read(env: &JsValue, room: &RoomId, d: &Draft) -> Result<(u16, String), ApiError> {
-    let resp: Response = JsFuture::from(publish(env, room, d)?)
-        .await
-        .map_err(internal)?
-        .unchecked_into();
-    let text = JsFuture::from(resp.text().map_err(internal)?)
-        .await
-        .map_err(internal)?;
-    Ok((resp.status(), text.as_string().unwrap_or_default()))
+/// Publishes to one room of `POST /broadcast`: a promise of `[status, body]` of the room's
+/// answer, which never rejects (a failure is a `500` body), so one room cannot hide the other's.
+fn publish_read(env: &JsValue, room: &RoomId, d: &Draft) -> Promise {
+    let failed = |e: &ApiError| Array::of2(&JsValue::from(e.status()), &e.body().into()).into();
+    let answer = match publish(env, room, d) {
+        Ok(p) => p,
+        Err(e) => return Promise::resolve(&failed(&e)),
+    };
+    on_settle(&answer, move |resp| {
+        let resp: Response = match resp {
+            Ok(r) => r.unchecked_into(),
+            Err(e) => return Ok(failed(&internal(e))),
+        };
+        let status = resp.status();
+        let text = match resp.text() {
+            Ok(t) => t,
+            Err(e) => return Ok(failed(&internal(e))),
+        };
+        Ok(on_settle(&text, move |t| {
+            Ok(match t {
+                Ok(t) => Array::of2(&JsValue::from(status), &t).into(),
+                Err(e) => failed(&internal(e)),
+            })
+        })
+        .into())
+    })
 }
 
 fn subscribe(room: &RoomId, req: &Request, query: &str, env: &JsValue) -> Result<Answer, ApiError> {
@@ -252,10 +313,12 @@ fn subscribe(room: &RoomId, req: &Request, query: &str, env: &JsValue) -> Result
         since: q.since,
         types: q.types.patterns(),
     };
-    Ok(Answer::Room(call_room(env, &call, None)?))
+    Ok(Answer::Later(call_room(env, &call, None)?))
 }
 
-async fn broadcast(req: &Request, env: &JsValue) -> Result<Answer, ApiError> {
+/// `POST /broadcast {"userId","requestId"?,"message"}`: the same notification to `user_{userId}`
+/// and, with a `requestId`, `request_{requestId}`, at once.
+fn broadcast(body: Value, key: Option<String>, env: &JsValue) -> Result<JsValue, ApiError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -265,8 +328,6 @@ async fn broadcast(req: &Request, env: &JsValue) -> Result<Answer, ApiError> {
         request_id: Option<String>,
         message: Value,
     }
-    let s = settings(env)?;
-    let (body, key) = publish_body(req, &s).await?;
     let body: Body = serde_json::from_value(body).map_err(|e| {
         ApiError::InvalidBody(format!(
             "expected {{\"userId\",\"requestId\"?,\"message\":{{…}}}}: {e}"
@@ -288,39 +349,34 @@ async fn broadcast(req: &Request, env: &JsValue) -> Result<Answer, ApiError> {
         now_ms(),
         random_id,
     )?;
-    let user = publish_read(env, &user_room, &draft);
-    let results = match &request_room {
-        Some(r) => {
-            let (a, b) = futures_util::join!(user, publish_read(env, r, &draft));
-            vec![(user_room.clone(), a), (r.clone(), b)]
+    let mut rooms = vec![user_room];
+    rooms.extend(request_room);
+    let answers: Array = rooms.iter().map(|r| publish_read(env, r, &draft)).collect();
+    Ok(on_settle(&Promise::all(&answers), move |answers| {
+        let answers: Array = answers?.unchecked_into();
+        let mut out = serde_json::Map::new();
+        let mut all_ok = true;
+        for (room, answer) in rooms.iter().zip(answers.iter()) {
+            let answer: Array = answer.unchecked_into();
+            let status = answer.get(0).as_f64().unwrap_or(0.0) as u16;
+            let body = answer.get(1).as_string().unwrap_or_default();
+            all_ok &= status == 200;
+            out.insert(
+                room.to_string(),
+                serde_json::from_str(&body).unwrap_or(Value::Null),
+            );
         }
-        None => vec![(user_room.clone(), user.await)],
-    };
-    let mut rooms = serde_json::Map::new();
-    let mut all_ok = true;
-    for (room, result) in results {
-        let entry = match result {
-            Ok((200, body)) => serde_json::from_str(&body).unwrap_or(Value::Null),
-            Ok((_, body)) => {
-                all_ok = false;
-                serde_json::from_str(&body).unwrap_or(Value::Null)
-            }
-            Err(e) => {
-                all_ok = false;
-                serde_json::from_str(&e.body()).unwrap_or(Value::Null)
-            }
-        };
-        rooms.insert(room.to_string(), entry);
-    }
-    // One room failing is reported, with the others' results: a retry with the same
-    // Idempotency-Key (or id) completes it without notifying the rooms that succeeded twice.
-    let status = if all_ok { 200 } else { 502 };
-    let mut out = json!({"success": all_ok, "rooms": rooms});
-    if !all_ok {
-        out["error"] = json!({"code": "partial_failure",
-            "message": "publishing to at least one room failed; retry with the same Idempotency-Key"});
-    }
-    ready(http::json(status, &out.to_string()))
+        // One room failing is reported, with the others' results: a retry with the same
+        // Idempotency-Key (or id) completes it without notifying the rooms that succeeded twice.
+        let status = if all_ok { 200 } else { 502 };
+        let mut body = json!({"success": all_ok, "rooms": out});
+        if !all_ok {
+            body["error"] = json!({"code": "partial_failure",
+                "message": "publishing to at least one room failed; retry with the same Idempotency-Key"});
+        }
+        Ok(http::json(status, &body.to_string())?.into())
+    })
+    .into())
 }
 
 fn history(room: &RoomId, req: &Request, query: &str, env: &JsValue) -> Result<Answer, ApiError> {
@@ -359,7 +415,7 @@ fn history(room: &RoomId, req: &Request, query: &str, env: &JsValue) -> Result<A
         since: q.since,
         limit: q.limit,
     };
-    Ok(Answer::Room(call_room(env, &call, None)?))
+    Ok(Answer::Later(call_room(env, &call, None)?))
 }
 
 fn health(room: &RoomId, req: &Request, env: &JsValue) -> Result<Answer, ApiError> {
@@ -373,20 +429,19 @@ fn health(room: &RoomId, req: &Request, env: &JsValue) -> Result<Answer, ApiErro
     let s = settings(env)?;
     require_api_key(req, &s)?;
     let call = Call::Health { room: room.clone() };
-    Ok(Answer::Room(call_room(env, &call, None)?))
+    Ok(Answer::Later(call_room(env, &call, None)?))
 }
 
 /// `POST /dev/token {"sub","rooms"?,"ttlSeconds"?}`: a token for local development, only with
 /// `DEV_MODE` on (404 otherwise, as if the route did not exist).
-async fn dev_token(req: &Request, env: &JsValue) -> Result<Answer, ApiError> {
+fn dev_token(req: &Request, env: &JsValue, refusal: &Rc<Refusal>) -> Result<Answer, ApiError> {
     let s = settings(env)?;
     if !s.dev_mode {
         return Err(ApiError::NotFound);
     }
-    let secret = s
-        .jwt_secret
-        .as_deref()
-        .ok_or(ApiError::NotConfigured("JWT_SECRET"))?;
+    if s.jwt_secret.is_none() {
+        return Err(ApiError::NotConfigured("JWT_SECRET"));
+    }
     #[derive(serde::Deserialize)]
     struct Body {
         sub: String,
@@ -395,22 +450,22 @@ async fn dev_token(req: &Request, env: &JsValue) -> Result<Answer, ApiError> {
         #[serde(rename = "ttlSeconds", default)]
         ttl_seconds: Option<i64>,
     }
-    let bytes = body_bytes(req).await?;
-    let body: Body = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::InvalidBody(format!(
-            "expected {{\"sub\",\"rooms\"?,\"ttlSeconds\"?}}: {e}"
-        ))
-    })?;
-    if body.sub.is_empty() {
-        return Err(ApiError::InvalidBody("sub must not be empty".into()));
-    }
-    let now = now_ms() / 1000;
-    let exp = now + body.ttl_seconds.unwrap_or(3600).clamp(1, 86_400);
-    let token = sign_hs256(secret, &body.sub, &body.rooms, exp, now);
-    ready(http::json(
-        200,
-        &json!({"token": token, "exp": exp}).to_string(),
-    ))
+    with_body(req, refusal, move |bytes| {
+        let secret = s.jwt_secret.as_deref().unwrap_or_default();
+        let body: Body = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::InvalidBody(format!(
+                "expected {{\"sub\",\"rooms\"?,\"ttlSeconds\"?}}: {e}"
+            ))
+        })?;
+        if body.sub.is_empty() {
+            return Err(ApiError::InvalidBody("sub must not be empty".into()));
+        }
+        let now = now_ms() / 1000;
+        let exp = now + body.ttl_seconds.unwrap_or(3600).clamp(1, 86_400);
+        let token = sign_hs256(secret, &body.sub, &body.rooms, exp, now);
+        let answer = json!({"token": token, "exp": exp}).to_string();
+        Ok(http::json(200, &answer).map_err(internal)?.into())
+    })
 }
 
 /// Cross-origin access: only reading routes (history, health, healthz), only for origins in
