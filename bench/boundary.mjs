@@ -23,7 +23,7 @@ if (!inst.test(js)) throw new Error("boundary: could not find the wasm instantia
 js = js.replace(inst, (_m, mod, imports, ex, inst2) => `new WebAssembly.Instance(${mod},__countImports(${imports}())),${ex}=__countExports(${inst2}.exports)`);
 const helper = `
 var __counts={imports:{},exports:{}},__sends=0;
-function __countImports(o){for(const m of Object.values(o)){for(const k of Object.keys(m)){const f=m[k];if(typeof f!=="function"||f.__counted)continue;const g=function(...a){__counts.imports[k]=(__counts.imports[k]||0)+1;if(/^__wbg_send_/.test(k)&&++__sends%1000===0){console.log("BOUNDARY "+JSON.stringify(__counts));__counts={imports:{},exports:{}};}return f.apply(this,a);};g.__counted=1;m[k]=g;}}return o;}
+function __countImports(o){for(const [name,m] of Object.entries(o)){const w={};for(const k of Object.keys(m)){const f=m[k];if(typeof f!=="function"){w[k]=f;continue;}w[k]=function(...a){__counts.imports[k]=(__counts.imports[k]||0)+1;if(/^__wbg_send_/.test(k)&&++__sends%1000===0){console.log("BOUNDARY "+JSON.stringify(__counts));__counts={imports:{},exports:{}};}return f.apply(this,a);};}o[name]=w;}return o;}
 function __countExports(e){const w={};for(const k of Object.keys(e)){const v=e[k];w[k]=typeof v==="function"?function(...a){__counts.exports[k]=(__counts.exports[k]||0)+1;return v.apply(this,a);}:v;}return w;}
 `;
 js = js.replace(/(import \w+ from"\.\/index_bg\.wasm";)/, `$1${helper}`);

@@ -1,8 +1,8 @@
 //! roomcast: realtime notifications with exact delivery semantics, as one Cloudflare Worker.
 //!
 //! The plain modules hold every rule of `SPEC.md` and compile natively, so `cargo test` checks
-//! them without a runtime. The wasm-only modules (`worker`, `room`, `storage`, `http`,
-//! `runtime`) are thin glue between the Workers runtime and those types.
+//! them without a runtime. The wasm-only modules (`worker`, `room`, `storage`, `bindings`,
+//! `http`, `runtime`, `init`) are thin glue between the Workers runtime and those types.
 //!
 //! | SPEC.md | module |
 //! |---|---|
@@ -16,6 +16,9 @@
 //! | Delivery (acks, retries, replay, pruning) | [`delivery`], `storage` |
 //! | Limits, close codes | [`limits`] |
 //! | Settings | [`config`] |
+//!
+//! Between the Worker and a room: [`internal`] (the call, in the internal URL), [`query`] (URL
+//! parts), [`json`] (frames and log lines written in one pass).
 
 pub mod auth;
 pub mod config;
