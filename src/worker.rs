@@ -64,7 +64,6 @@ pub fn fetch(req: Request, env: JsValue, _ctx: JsValue) -> Js<JsValue> {
 
 /// Answers errors with SPEC's error shape, logging refusals (never the query string: it may
 /// hold a token).
-#[derive(Clone)]
 struct Refusal {
     method: String,
     path: String,
