@@ -1,7 +1,7 @@
 //! The Worker entry point: resolves the route, authenticates, validates, and forwards to the
 //! room's Durable Object through the internal API. Nothing reaches a room before these checks.
 
-use crate::auth::{api_key_allowed, bearer, sign_hs256, TokenVerifier};
+use crate::auth::{api_key_allowed, bearer, sign_hs256, AuthError, Claims, TokenVerifier};
 use crate::bindings::{describe, namespace, on_settle, Js};
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -11,7 +11,7 @@ use crate::query::{pairs, split_url};
 use crate::room_id::RoomId;
 use crate::routing::{HistoryQuery, Route, SubscribeQuery};
 use crate::runtime::{event, log, now_ms, random_id, settings};
-use crate::{http, CLIENT_SCRIPT, DEMO_PAGE};
+use crate::{http, webcrypto, CLIENT_SCRIPT, DEMO_PAGE};
 use js_sys::{Array, Promise, Uint8Array};
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -114,7 +114,7 @@ fn handle(
         Route::Demo => ready(http::text("text/html; charset=utf-8", DEMO_PAGE)),
         Route::ClientScript => ready(http::text("text/javascript; charset=utf-8", CLIENT_SCRIPT)),
         Route::Preflight { allow } => ready(http::no_content(&[("allow", allow)])),
-        Route::Subscribe(room) => subscribe(room, req, query, env),
+        Route::Subscribe(room) => subscribe(room, req, query, env, refusal),
         Route::RoomBroadcast(room) => {
             let (env, room) = (env.clone(), room.clone());
             publish_body(req, env.clone(), refusal, move |body, key| {
@@ -129,7 +129,7 @@ fn handle(
                 broadcast(body, key, &env2)
             })
         }
-        Route::History(room) => history(room, req, query, env),
+        Route::History(room) => history(room, req, query, env, refusal),
         Route::RoomHealth(room) => health(room, req, env),
         Route::DevToken => dev_token(req, env, refusal),
     }
@@ -268,7 +268,46 @@ fn publish_read(env: &JsValue, room: &RoomId, d: &Draft) -> Promise {
     })
 }
 
-fn subscribe(room: &RoomId, req: &Request, query: &str, env: &JsValue) -> Result<Answer, ApiError> {
+/// Verifies a client token, then answers with `then(claims)`. An HS256 token is checked at
+/// once; RS256, ES256 and EdDSA go through the runtime's WebCrypto ([`webcrypto`]).
+fn with_claims(
+    verifier: TokenVerifier,
+    token: &str,
+    refusal: &Rc<Refusal>,
+    then: impl FnOnce(Claims) -> Result<Answer, ApiError> + 'static,
+) -> Result<Answer, ApiError> {
+    let token = verifier.inspect(token)?;
+    let now = now_ms() / 1000;
+    if token.keys.is_empty() {
+        return then(verifier.claims(&token, now)?);
+    }
+    let refusal = Rc::clone(refusal);
+    Ok(Answer::Later(on_settle(
+        &webcrypto::verify(&token),
+        move |verified| {
+            let answer = if verified? == JsValue::TRUE {
+                verifier
+                    .claims(&token, now)
+                    .map_err(ApiError::from)
+                    .and_then(then)
+            } else {
+                Err(AuthError::BadSignature.into())
+            };
+            match answer {
+                Ok(a) => Ok(a.into()),
+                Err(e) => Ok(refusal.answer(&e)?.into()),
+            }
+        },
+    )))
+}
+
+fn subscribe(
+    room: &RoomId,
+    req: &Request,
+    query: &str,
+    env: &JsValue,
+    refusal: &Rc<Refusal>,
+) -> Result<Answer, ApiError> {
     let s = settings(env)?;
     let pairs = pairs(query);
     let verifier = TokenVerifier::from_settings(&s)?;
@@ -288,31 +327,34 @@ fn subscribe(room: &RoomId, req: &Request, query: &str, env: &JsValue) -> Result
                 "missing token: send Authorization: Bearer <jwt> or ?token=<jwt>".into(),
             )
         })?;
-    let claims = verifier.verify(&token, now_ms() / 1000)?;
-    if !claims.may_enter(room) {
-        return Err(ApiError::Forbidden(format!(
-            "this token may not enter room {room}"
-        )));
-    }
-    if let Some(origin) = header(req, "origin") {
-        let origin = origin.trim_end_matches('/');
-        if !s.allowed_origins.is_empty() && !s.allowed_origins.iter().any(|o| o == origin) {
-            return Err(ApiError::OriginNotAllowed);
-        }
-    }
+    let origin = header(req, "origin");
     let upgrade = header(req, "upgrade").unwrap_or_default();
-    if !upgrade.eq_ignore_ascii_case("websocket") {
-        return Err(ApiError::UpgradeRequired);
-    }
-    let q = SubscribeQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    let call = Call::Subscribe {
-        room: room.clone(),
-        sub: claims.sub,
-        exp: claims.exp,
-        since: q.since,
-        types: q.types.patterns(),
-    };
-    Ok(Answer::Later(call_room(env, &call, None)?))
+    let (room, env) = (room.clone(), env.clone());
+    with_claims(verifier, &token, refusal, move |claims| {
+        if !claims.may_enter(&room) {
+            return Err(ApiError::Forbidden(format!(
+                "this token may not enter room {room}"
+            )));
+        }
+        if let Some(origin) = origin {
+            let origin = origin.trim_end_matches('/');
+            if !s.allowed_origins.is_empty() && !s.allowed_origins.iter().any(|o| o == origin) {
+                return Err(ApiError::OriginNotAllowed);
+            }
+        }
+        if !upgrade.eq_ignore_ascii_case("websocket") {
+            return Err(ApiError::UpgradeRequired);
+        }
+        let q = SubscribeQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let call = Call::Subscribe {
+            room,
+            sub: claims.sub,
+            exp: claims.exp,
+            since: q.since,
+            types: q.types.patterns(),
+        };
+        Ok(Answer::Later(call_room(&env, &call, None)?))
+    })
 }
 
 /// `POST /broadcast {"userId","requestId"?,"message"}`: the same notification to `user_{userId}`
@@ -378,7 +420,13 @@ fn broadcast(body: Value, key: Option<String>, env: &JsValue) -> Result<JsValue,
     .into())
 }
 
-fn history(room: &RoomId, req: &Request, query: &str, env: &JsValue) -> Result<Answer, ApiError> {
+fn history(
+    room: &RoomId,
+    req: &Request,
+    query: &str,
+    env: &JsValue,
+    refusal: &Rc<Refusal>,
+) -> Result<Answer, ApiError> {
     let s = settings(env)?;
     let pairs = pairs(query);
     let q = HistoryQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
@@ -394,27 +442,31 @@ fn history(room: &RoomId, req: &Request, query: &str, env: &JsValue) -> Result<A
             "missing credentials: an API key or a token allowed in this room".into(),
         )
     })?;
-    if !by_key {
-        let verifier = match TokenVerifier::from_settings(&s) {
-            Ok(v) => v,
-            Err(ApiError::NotConfigured(_)) if !s.broadcast_api_keys.is_empty() => {
-                return Err(ApiError::Unauthorized("invalid API key".into()))
-            }
-            Err(e) => return Err(e),
-        };
-        let claims = verifier.verify(&presented, now_ms() / 1000)?;
-        if !claims.may_enter(room) {
-            return Err(ApiError::Forbidden(format!(
-                "this token may not read room {room}"
-            )));
-        }
-    }
     let call = Call::History {
         room: room.clone(),
         since: q.since,
         limit: q.limit,
     };
-    Ok(Answer::Later(call_room(env, &call, None)?))
+    if by_key {
+        return Ok(Answer::Later(call_room(env, &call, None)?));
+    }
+    let verifier = match TokenVerifier::from_settings(&s) {
+        Ok(v) => v,
+        Err(ApiError::NotConfigured(_)) if !s.broadcast_api_keys.is_empty() => {
+            return Err(ApiError::Unauthorized("invalid API key".into()))
+        }
+        Err(e) => return Err(e),
+    };
+    let env = env.clone();
+    with_claims(verifier, &presented, refusal, move |claims| {
+        let room = call.room();
+        if !claims.may_enter(room) {
+            return Err(ApiError::Forbidden(format!(
+                "this token may not read room {room}"
+            )));
+        }
+        Ok(Answer::Later(call_room(&env, &call, None)?))
+    })
 }
 
 fn health(room: &RoomId, req: &Request, env: &JsValue) -> Result<Answer, ApiError> {

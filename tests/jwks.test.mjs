@@ -45,6 +45,29 @@ async function refused(promise, status, code) {
   return err;
 }
 
+describe("a JWKS with a key the runtime cannot import", () => {
+  // x and y of the right length but not a point on P-256: usable by shape, refused by WebCrypto's
+  // importKey. It must verify nothing, and the other keys must keep working.
+  const offCurve = { kty: "EC", crv: "P-256", kid: "ec-bad", x: Buffer.alloc(32, 1).toString("base64url"), y: Buffer.alloc(32, 2).toString("base64url") };
+  let w;
+  before(async () => {
+    w = await startWorker({ bindings: { JWT_SECRET: undefined, JWT_JWKS: JSON.stringify({ keys: [offCurve, ec.jwk] }) } });
+  });
+  after(async () => { await w?.stop(); });
+
+  test("a token naming it is 401; tokens of the good key still subscribe", async () => {
+    const bad = user(ec, { alg: "ES256", kid: "ec-bad" });
+    const r = await refused(w.connect(bad.room, { token: bad.token }), 401, "unauthorized");
+    assert.match(r.body.error.message, /signature/);
+    for (const header of [{ alg: "ES256", kid: "ec-1" }, { alg: "ES256" }]) {
+      const good = user(ec, header);
+      const c = await w.connect(good.room, { token: good.token });
+      assert.equal(c.hello.type, "connected", JSON.stringify(header));
+      c.terminate();
+    }
+  });
+});
+
 describe("a JWKS-only worker", () => {
   let w;
   before(async () => { w = await startWorker({ bindings: { JWT_SECRET: undefined, JWT_JWKS: JWKS } }); });
@@ -76,6 +99,18 @@ describe("a JWKS-only worker", () => {
     // History with the token works too.
     const h = await w.request("GET", `/rooms/${u.room}/history`, { headers: { authorization: `Bearer ${u.token}` } });
     assert.equal(h.status, 200, JSON.stringify(h.body));
+  });
+
+  test("history with a JWKS token: another user's room is 403, a forged token 401", async () => {
+    const u = user(ec, { alg: "ES256", kid: "ec-1" });
+    const other = roomName("user_o");
+    let h = await w.request("GET", `/rooms/${other}/history`, { headers: { authorization: `Bearer ${u.token}` } });
+    assert.equal(h.status, 403, JSON.stringify(h.body));
+    assert.equal(h.body.error.code, "forbidden");
+    const forged = user(ecX, { alg: "ES256", kid: "ec-1" });
+    h = await w.request("GET", `/rooms/${forged.room}/history?token=${forged.token}`);
+    assert.equal(h.status, 401, JSON.stringify(h.body));
+    assert.match(h.body.error.message, /signature/);
   });
 
   test("a token signed by a key outside the set is 401, with or without a kid", async () => {
