@@ -87,6 +87,14 @@ impl Refusal {
         }
         http::error(e)
     }
+
+    /// The answer of a continuation: its own, or the error's.
+    fn settle(&self, answer: Result<impl Into<JsValue>, ApiError>) -> Js<JsValue> {
+        match answer {
+            Ok(a) => Ok(a.into()),
+            Err(e) => Ok(self.answer(&e)?.into()),
+        }
+    }
 }
 
 /// A runtime failure: logged with its detail, answered as a plain 500.
@@ -167,10 +175,7 @@ fn with_body(
         let answer = buf
             .map_err(internal)
             .and_then(|buf| then(Uint8Array::new(&buf).to_vec()));
-        match answer {
-            Ok(a) => Ok(a),
-            Err(e) => Ok(refusal.answer(&e)?.into()),
-        }
+        refusal.settle(answer)
     })))
 }
 
@@ -293,10 +298,7 @@ fn with_claims(
             } else {
                 Err(AuthError::BadSignature.into())
             };
-            match answer {
-                Ok(a) => Ok(a.into()),
-                Err(e) => Ok(refusal.answer(&e)?.into()),
-            }
+            refusal.settle(answer)
         },
     )))
 }
