@@ -141,7 +141,7 @@ impl From<AuthError> for ApiError {
 /// Keys that verify client tokens, built from the settings. Holds HS256 secret and/or JWKS public keys.
 ///
 /// Cheap to build per request: the secret is copied, and the parsed JWKS is shared through a
-/// one-entry cache (see [`jwks_cached`]).
+/// one-entry cache per isolate (`jwks_cached`).
 #[derive(Clone)]
 pub struct TokenVerifier {
     secret: Option<Hs256Key>,
