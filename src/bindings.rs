@@ -152,9 +152,9 @@ pub fn namespace(env: &JsValue, name: &str) -> Js<Namespace> {
 }
 
 /// The rows of a cursor, each as an array of column values in `SELECT` order.
-pub fn rows(cursor: &Cursor) -> Js<Vec<Array>> {
+pub fn rows(cursor: &Cursor) -> Vec<Array> {
     let all = Array::from(&cursor.raw());
-    Ok(all.iter().map(JsCast::unchecked_into).collect())
+    all.iter().map(JsCast::unchecked_into).collect()
 }
 
 /// A column as an integer (SQLite integers arrive as numbers; NULL as `None`).

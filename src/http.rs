@@ -11,7 +11,11 @@ const JSON: &str = "application/json; charset=utf-8";
 thread_local! {
     /// The init of every `200` JSON answer, built once per isolate (a `Response` copies its
     /// init, so one can serve them all): the publish path then makes one runtime call for it.
-    static OK_JSON: ResponseInit = init(200, &object(&[("content-type", JSON), ("cache-control", "no-store")]));
+    static OK_JSON: ResponseInit = init(200, &json_headers());
+}
+
+fn json_headers() -> Object {
+    object(&[("content-type", JSON), ("cache-control", "no-store")])
 }
 
 fn init(status: u16, headers: &JsValue) -> ResponseInit {
@@ -26,13 +30,12 @@ pub fn json(status: u16, body: &str) -> Js<Response> {
     if status == 200 {
         return OK_JSON.with(|i| Response::new_with_opt_str_and_init(Some(body), i));
     }
-    let headers = object(&[("content-type", JSON), ("cache-control", "no-store")]);
-    Response::new_with_opt_str_and_init(Some(body), &init(status, &headers))
+    Response::new_with_opt_str_and_init(Some(body), &init(status, &json_headers()))
 }
 
 /// SPEC's error response, with `Retry-After` and `Allow` where the error has them.
 pub fn error(err: &ApiError) -> Js<Response> {
-    let headers = object(&[("content-type", JSON), ("cache-control", "no-store")]);
+    let headers = json_headers();
     let set = |k: &str, v: &str| Reflect::set(&headers, &k.into(), &v.into());
     if let Some(secs) = err.retry_after_secs() {
         set("retry-after", &secs.to_string())?;

@@ -58,20 +58,22 @@ impl Call {
 
     /// The internal URL that carries this call.
     pub fn url(&self) -> String {
+        let name = match self {
+            Call::Subscribe { .. } => "subscribe",
+            Call::Publish { .. } => "publish",
+            Call::History { .. } => "history",
+            Call::Health { .. } => "health",
+        };
         let mut u = String::with_capacity(128);
         u.push_str(BASE);
+        u.push_str("?call=");
+        u.push_str(name);
         let mut field = |name: &str, value: &str| {
-            u.push(if u.contains('?') { '&' } else { '?' });
+            u.push('&');
             u.push_str(name);
             u.push('=');
             encode_into(&mut u, value);
         };
-        match self {
-            Call::Subscribe { .. } => field("call", "subscribe"),
-            Call::Publish { .. } => field("call", "publish"),
-            Call::History { .. } => field("call", "history"),
-            Call::Health { .. } => field("call", "health"),
-        }
         field("room", self.room().as_str());
         match self {
             Call::Subscribe {

@@ -43,9 +43,9 @@ fn statement(query: &str) -> JsString {
 }
 
 /// Rows a statement changed (read after running it to the end).
-fn written(cursor: &crate::bindings::Cursor) -> Result<usize> {
-    rows(cursor)?;
-    Ok(cursor.rows_written() as usize)
+fn written(cursor: &crate::bindings::Cursor) -> usize {
+    rows(cursor);
+    cursor.rows_written() as usize
 }
 
 /// A binding for a text column.
@@ -203,10 +203,10 @@ impl RoomLog {
 
     /// The rows of a query, each an array of its columns.
     fn select(&self, query: &str, bindings: Vec<JsValue>) -> Result<Vec<Array>> {
-        rows(&self.exec(query, bindings)?)
+        Ok(rows(&self.exec(query, bindings)?))
     }
 
-    /// The first column of the first row as an integer (0 for none or NULL).
+    /// The first column of the first row as an integer (`None` for no row or NULL).
     fn select_int(&self, query: &str, bindings: Vec<JsValue>) -> Result<Option<i64>> {
         Ok(self
             .select(query, bindings)?
@@ -389,7 +389,7 @@ impl RoomLog {
                 ),
                 b,
             )?;
-            changed += written(&cursor)?;
+            changed += written(&cursor);
         }
         Ok(changed)
     }
@@ -433,7 +433,7 @@ impl RoomLog {
             "UPDATE notifications SET delivery = 'failed'
              WHERE delivery = 'pending' AND created_at < ?",
             vec![n(created_cutoff)],
-        )?)?;
+        )?);
         self.exec(
             "DELETE FROM notifications WHERE delivery <> 'pending' AND (seq <= ? OR created_at < ?)",
             vec![n(seq_cutoff as i64), n(created_cutoff)],

@@ -16,7 +16,7 @@ use js_sys::{Array, Promise, Uint8Array};
 use serde_json::{json, Value};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
-use web_sys::{Request, RequestInit, Response};
+use web_sys::{Headers, Request, RequestInit, Response};
 
 /// Durable Object binding of `NotificationRoom` in `wrangler.toml`.
 const ROOMS_BINDING: &str = "ROOMS";
@@ -45,13 +45,19 @@ pub fn fetch(req: Request, env: JsValue, _ctx: JsValue) -> Js<JsValue> {
     let (path, query) = split_url(&url);
     let method = req.method();
     let route = Route::resolve(&method, path);
-    let cors = cors_headers(header(&req, "origin").as_deref(), route.as_ref().ok(), &env);
-    let refusal = Refusal::new(&method, path);
+    let inc = Incoming {
+        headers: req.headers(),
+        req: &req,
+        query,
+        env: &env,
+        refusal: Refusal::new(&method, path),
+    };
+    let cors = cors_headers(inc.header("origin").as_deref(), route.as_ref().ok(), &env);
     let answer = match &route {
-        Ok(route) => handle(route, &req, query, &env, &refusal),
+        Ok(route) => handle(route, &inc),
         Err(e) => Err(e.clone()),
     };
-    let answer = answer.or_else(|e| refusal.answer(&e).map(Answer::Ready))?;
+    let answer = answer.or_else(|e| inc.refusal.answer(&e).map(Answer::Ready))?;
     Ok(match (cors, answer) {
         (None, answer) => answer.into(),
         (Some(cors), Answer::Ready(r)) => http::with_headers(r, &cors)?.into(),
@@ -60,6 +66,22 @@ pub fn fetch(req: Request, env: JsValue, _ctx: JsValue) -> Js<JsValue> {
         })
         .into(),
     })
+}
+
+/// One request as the handlers see it: its headers read once.
+struct Incoming<'a> {
+    req: &'a Request,
+    headers: Headers,
+    /// The query string, without `?`.
+    query: &'a str,
+    env: &'a JsValue,
+    refusal: Rc<Refusal>,
+}
+
+impl Incoming<'_> {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).ok().flatten()
+    }
 }
 
 /// Answers errors with SPEC's error shape, logging refusals (never the query string: it may
@@ -107,13 +129,7 @@ fn ready(resp: Js<Response>) -> Result<Answer, ApiError> {
     resp.map(Answer::Ready).map_err(internal)
 }
 
-fn handle(
-    route: &Route,
-    req: &Request,
-    query: &str,
-    env: &JsValue,
-    refusal: &Rc<Refusal>,
-) -> Result<Answer, ApiError> {
+fn handle(route: &Route, inc: &Incoming) -> Result<Answer, ApiError> {
     match route {
         Route::Healthz => ready(http::json(
             200,
@@ -122,37 +138,31 @@ fn handle(
         Route::Demo => ready(http::text("text/html; charset=utf-8", DEMO_PAGE)),
         Route::ClientScript => ready(http::text("text/javascript; charset=utf-8", CLIENT_SCRIPT)),
         Route::Preflight { allow } => ready(http::no_content(&[("allow", allow)])),
-        Route::Subscribe(room) => subscribe(room, req, query, env, refusal),
+        Route::Subscribe(room) => subscribe(room, inc),
         Route::RoomBroadcast(room) => {
-            let (env, room) = (env.clone(), room.clone());
-            publish_body(req, env.clone(), refusal, move |body, key| {
+            let (env, room) = (inc.env.clone(), room.clone());
+            publish_body(inc, move |body, key| {
                 let draft = Draft::from_json(body, key.as_deref(), None, now_ms(), random_id)?;
                 // The room's answer is already SPEC's response: pass it through unread.
                 Ok(publish(&env, &room, &draft)?.into())
             })
         }
         Route::Broadcast => {
-            let env2 = env.clone();
-            publish_body(req, env.clone(), refusal, move |body, key| {
-                broadcast(body, key, &env2)
-            })
+            let env = inc.env.clone();
+            publish_body(inc, move |body, key| broadcast(body, key, &env))
         }
-        Route::History(room) => history(room, req, query, env, refusal),
-        Route::RoomHealth(room) => health(room, req, env),
-        Route::DevToken => dev_token(req, env, refusal),
+        Route::History(room) => history(room, inc),
+        Route::RoomHealth(room) => health(room, inc),
+        Route::DevToken => dev_token(inc),
     }
-}
-
-fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers().get(name).ok().flatten()
 }
 
 /// Checks `Authorization: Bearer <key>` against `BROADCAST_API_KEYS`.
-fn require_api_key(req: &Request, s: &Settings) -> Result<(), ApiError> {
+fn require_api_key(inc: &Incoming, s: &Settings) -> Result<(), ApiError> {
     if s.broadcast_api_keys.is_empty() {
         return Err(ApiError::NotConfigured("BROADCAST_API_KEYS"));
     }
-    let presented = header(req, "authorization");
+    let presented = inc.header("authorization");
     match presented.as_deref().and_then(bearer) {
         Some(key) if api_key_allowed(&s.broadcast_api_keys, key) => Ok(()),
         Some(_) => Err(ApiError::Unauthorized("invalid API key".into())),
@@ -165,12 +175,11 @@ fn require_api_key(req: &Request, s: &Settings) -> Result<(), ApiError> {
 /// Once the request body has arrived, `then(bytes)`: its answer (a `Response`, or a promise of
 /// one), errors answered in SPEC's shape.
 fn with_body(
-    req: &Request,
-    refusal: &Rc<Refusal>,
+    inc: &Incoming,
     then: impl FnOnce(Vec<u8>) -> Result<JsValue, ApiError> + 'static,
 ) -> Result<Answer, ApiError> {
-    let refusal = Rc::clone(refusal);
-    let body = req.array_buffer().map_err(internal)?;
+    let refusal = Rc::clone(&inc.refusal);
+    let body = inc.req.array_buffer().map_err(internal)?;
     Ok(Answer::Later(on_settle(&body, move |buf| {
         let answer = buf
             .map_err(internal)
@@ -182,14 +191,12 @@ fn with_body(
 /// Authenticates a publish, then reads its JSON body (415, 413, 400 in that order) and hands
 /// it, with its `Idempotency-Key`, to `then`.
 fn publish_body(
-    req: &Request,
-    env: JsValue,
-    refusal: &Rc<Refusal>,
+    inc: &Incoming,
     then: impl FnOnce(Value, Option<String>) -> Result<JsValue, ApiError> + 'static,
 ) -> Result<Answer, ApiError> {
-    let s = settings(&env)?;
-    require_api_key(req, &s)?;
-    let content_type = header(req, "content-type").unwrap_or_default();
+    let s = settings(inc.env)?;
+    require_api_key(inc, &s)?;
+    let content_type = inc.header("content-type").unwrap_or_default();
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::UnsupportedMediaType);
@@ -197,12 +204,14 @@ fn publish_body(
     let too_large = ApiError::PayloadTooLarge {
         limit: s.max_message_bytes,
     };
-    let declared = header(req, "content-length").and_then(|v| v.parse::<usize>().ok());
+    let declared = inc
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > s.max_message_bytes) {
         return Err(too_large);
     }
-    let key = header(req, "idempotency-key");
-    with_body(req, refusal, move |bytes| {
+    let key = inc.header("idempotency-key");
+    with_body(inc, move |bytes| {
         if bytes.len() > s.max_message_bytes {
             return Err(too_large);
         }
@@ -303,17 +312,11 @@ fn with_claims(
     )))
 }
 
-fn subscribe(
-    room: &RoomId,
-    req: &Request,
-    query: &str,
-    env: &JsValue,
-    refusal: &Rc<Refusal>,
-) -> Result<Answer, ApiError> {
-    let s = settings(env)?;
-    let pairs = pairs(query);
+fn subscribe(room: &RoomId, inc: &Incoming) -> Result<Answer, ApiError> {
+    let s = settings(inc.env)?;
+    let pairs = pairs(inc.query);
     let verifier = TokenVerifier::from_settings(&s)?;
-    let from_header = header(req, "authorization");
+    let from_header = inc.header("authorization");
     let token = from_header
         .as_deref()
         .and_then(bearer)
@@ -329,10 +332,10 @@ fn subscribe(
                 "missing token: send Authorization: Bearer <jwt> or ?token=<jwt>".into(),
             )
         })?;
-    let origin = header(req, "origin");
-    let upgrade = header(req, "upgrade").unwrap_or_default();
-    let (room, env) = (room.clone(), env.clone());
-    with_claims(verifier, &token, refusal, move |claims| {
+    let origin = inc.header("origin");
+    let upgrade = inc.header("upgrade").unwrap_or_default();
+    let (room, env) = (room.clone(), inc.env.clone());
+    with_claims(verifier, &token, &inc.refusal, move |claims| {
         if !claims.may_enter(&room) {
             return Err(ApiError::Forbidden(format!(
                 "this token may not enter room {room}"
@@ -422,17 +425,11 @@ fn broadcast(body: Value, key: Option<String>, env: &JsValue) -> Result<JsValue,
     .into())
 }
 
-fn history(
-    room: &RoomId,
-    req: &Request,
-    query: &str,
-    env: &JsValue,
-    refusal: &Rc<Refusal>,
-) -> Result<Answer, ApiError> {
-    let s = settings(env)?;
-    let pairs = pairs(query);
+fn history(room: &RoomId, inc: &Incoming) -> Result<Answer, ApiError> {
+    let s = settings(inc.env)?;
+    let pairs = pairs(inc.query);
     let q = HistoryQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    let auth = header(req, "authorization");
+    let auth = inc.header("authorization");
     let from_header = auth.as_deref().and_then(bearer).map(str::to_owned);
     // An API key counts only in the Authorization header: `?token=` is for client tokens, and a
     // key in a URL ends up in logs and browser history.
@@ -450,7 +447,7 @@ fn history(
         limit: q.limit,
     };
     if by_key {
-        return Ok(Answer::Later(call_room(env, &call, None)?));
+        return Ok(Answer::Later(call_room(inc.env, &call, None)?));
     }
     let verifier = match TokenVerifier::from_settings(&s) {
         Ok(v) => v,
@@ -459,8 +456,8 @@ fn history(
         }
         Err(e) => return Err(e),
     };
-    let env = env.clone();
-    with_claims(verifier, &presented, refusal, move |claims| {
+    let env = inc.env.clone();
+    with_claims(verifier, &presented, &inc.refusal, move |claims| {
         let room = call.room();
         if !claims.may_enter(room) {
             return Err(ApiError::Forbidden(format!(
@@ -471,24 +468,24 @@ fn history(
     })
 }
 
-fn health(room: &RoomId, req: &Request, env: &JsValue) -> Result<Answer, ApiError> {
-    if header(req, "authorization").is_none() {
+fn health(room: &RoomId, inc: &Incoming) -> Result<Answer, ApiError> {
+    if inc.header("authorization").is_none() {
         // Anonymous liveness never wakes (or creates) a room.
         return ready(http::json(
             200,
             &json!({"ok": true, "roomId": room.as_str()}).to_string(),
         ));
     }
-    let s = settings(env)?;
-    require_api_key(req, &s)?;
+    let s = settings(inc.env)?;
+    require_api_key(inc, &s)?;
     let call = Call::Health { room: room.clone() };
-    Ok(Answer::Later(call_room(env, &call, None)?))
+    Ok(Answer::Later(call_room(inc.env, &call, None)?))
 }
 
 /// `POST /dev/token {"sub","rooms"?,"ttlSeconds"?}`: a token for local development, only with
 /// `DEV_MODE` on (404 otherwise, as if the route did not exist).
-fn dev_token(req: &Request, env: &JsValue, refusal: &Rc<Refusal>) -> Result<Answer, ApiError> {
-    let s = settings(env)?;
+fn dev_token(inc: &Incoming) -> Result<Answer, ApiError> {
+    let s = settings(inc.env)?;
     if !s.dev_mode {
         return Err(ApiError::NotFound);
     }
@@ -503,7 +500,7 @@ fn dev_token(req: &Request, env: &JsValue, refusal: &Rc<Refusal>) -> Result<Answ
         #[serde(rename = "ttlSeconds", default)]
         ttl_seconds: Option<i64>,
     }
-    with_body(req, refusal, move |bytes| {
+    with_body(inc, move |bytes| {
         let secret = s.jwt_secret.as_deref().unwrap_or_default();
         let body: Body = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::InvalidBody(format!(
