@@ -487,29 +487,29 @@ impl Core {
         let mut room = self.room()?;
         let room = &mut *room;
 
-        if room.conns.len() >= room.settings.max_connections_per_room as usize {
+        let full = if room.conns.len() >= room.settings.max_connections_per_room as usize {
+            Some((
+                "room",
+                ApiError::RoomFull {
+                    retry_after_secs: 30,
+                },
+            ))
+        } else if room.conns.count_for(&sub) >= room.settings.max_connections_per_user as usize {
+            Some((
+                "user",
+                ApiError::UserConnectionLimit {
+                    retry_after_secs: 30,
+                },
+            ))
+        } else {
+            None
+        };
+        if let Some((limit, refused)) = full {
             log(event("limit_refused")
                 .str("room", &room.id)
-                .str("limit", "room")
+                .str("limit", limit)
                 .str("sub", &sub));
-            return Ok((
-                http::error(&ApiError::RoomFull {
-                    retry_after_secs: 30,
-                })?,
-                None,
-            ));
-        }
-        if room.conns.count_for(&sub) >= room.settings.max_connections_per_user as usize {
-            log(event("limit_refused")
-                .str("room", &room.id)
-                .str("limit", "user")
-                .str("sub", &sub));
-            return Ok((
-                http::error(&ApiError::UserConnectionLimit {
-                    retry_after_secs: 30,
-                })?,
-                None,
-            ));
+            return Ok((http::error(&refused)?, None));
         }
 
         let (client, server) = bindings::web_socket_pair()?;
