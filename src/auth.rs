@@ -26,6 +26,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
+use base64ct::{Base64UrlUnpadded, Encoding};
 use jwt_compact::alg::{Hs256, Hs256Key};
 use jwt_compact::{Algorithm, AlgorithmSignature, UntrustedToken};
 use serde::Deserialize;
@@ -646,52 +647,15 @@ fn compact<A: Algorithm>(alg: &A, key: &A::SigningKey, header: &Value, claims: &
     out
 }
 
-const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 /// Unpadded base64url (RFC 4648 §5), as JWS uses.
 fn b64url_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    let sextet = |n: u32, shift: u32| char::from(B64URL[((n >> shift) & 63) as usize]);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        out.push(sextet(n, 18));
-        out.push(sextet(n, 12));
-        if chunk.len() > 1 {
-            out.push(sextet(n, 6));
-        }
-        if chunk.len() > 2 {
-            out.push(sextet(n, 0));
-        }
-    }
-    out
+    Base64UrlUnpadded::encode_string(bytes)
 }
 
-/// Strict unpadded base64url decoding: no padding, no whitespace, zero trailing bits.
+/// Strict unpadded base64url decoding: no padding, no whitespace, zero trailing bits
+/// (base64ct re-encodes the last block to refuse non-canonical forms).
 fn b64url_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in text.as_bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // Six bits left means a length of 4n+1; leftover bits must be zero (canonical form).
-    (bits < 6 && acc == 0).then_some(out)
+    Base64UrlUnpadded::decode_vec(text).ok()
 }
 
 /// The token of an `Authorization: Bearer <token>` header value (scheme case-insensitive, surrounding spaces trimmed); None otherwise.
