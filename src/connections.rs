@@ -5,8 +5,59 @@
 //! O(log n) — except fan-out, which visits each matching connection once — so a reconnect storm
 //! or a mass disconnect of n sockets costs O(n log n), not O(n²).
 
+use crate::error::ApiError;
 use crate::protocol::TypeFilter;
+use crate::time;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
+
+/// What a hibernatable socket carries across hibernation and eviction: everything the room
+/// needs to rebuild its connection. Stored as JSON text (one string in and out of the runtime).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Random id, also the socket's hibernation tag.
+    pub id: String,
+    /// The token's `sub`.
+    pub sub: String,
+    /// The token's `exp`, Unix seconds.
+    pub exp: i64,
+    /// The type filter's patterns.
+    pub types: Vec<String>,
+}
+
+impl Attachment {
+    /// The connection this attachment describes, on `socket`.
+    pub fn connection<S>(&self, socket: S, leeway_secs: i64) -> Connection<S> {
+        Connection {
+            socket,
+            id: self.id.clone(),
+            sub: self.sub.clone(),
+            exp: self.exp,
+            closes_at: time::token_close_ms(self.exp, leeway_secs),
+            filter: TypeFilter::from_stored(&self.types),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// An attachment of ours, or `None` for anything else.
+    pub fn from_json(text: &str) -> Option<Attachment> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// The connection limits a new socket must fit (SPEC: `MAX_CONNECTIONS_PER_ROOM`,
+/// `MAX_CONNECTIONS_PER_USER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub per_room: usize,
+    pub per_user: usize,
+}
+
+/// Seconds a client refused at a connection limit is told to wait (`Retry-After`).
+pub const RETRY_AFTER_SECS: u32 = 30;
 
 /// One live connection.
 #[derive(Debug, Clone)]
@@ -16,6 +67,8 @@ pub struct Connection<S> {
     pub id: String,
     /// The token's `sub`.
     pub sub: String,
+    /// The token's `exp`, Unix seconds.
+    pub exp: i64,
     /// When the socket must close for its token (ms).
     pub closes_at: i64,
     pub filter: TypeFilter,
@@ -50,6 +103,31 @@ impl<S> Connections<S> {
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// Whether a new connection of `sub` fits the limits; the refusal names the limit.
+    pub fn admit(&self, sub: &str, limits: Limits) -> Result<(), ApiError> {
+        if self.len() >= limits.per_room {
+            Err(ApiError::RoomFull {
+                retry_after_secs: RETRY_AFTER_SECS,
+            })
+        } else if self.count_for(sub) >= limits.per_user {
+            Err(ApiError::UserConnectionLimit {
+                retry_after_secs: RETRY_AFTER_SECS,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The attachment that describes a connection now (its filter may have changed).
+    pub fn attachment(&self, id: &str) -> Option<Attachment> {
+        self.get(id).map(|c| Attachment {
+            id: c.id.clone(),
+            sub: c.sub.clone(),
+            exp: c.exp,
+            types: c.filter.patterns(),
+        })
     }
 
     /// How many connections this `sub` holds.
@@ -122,6 +200,7 @@ mod tests {
             socket: 0,
             id: id.into(),
             sub: sub.into(),
+            exp: closes_at / 1000,
             closes_at,
             filter: TypeFilter::from_query(types).unwrap(),
         }
@@ -159,6 +238,51 @@ mod tests {
         let task = crate::protocol::TypePattern::parse("task.done").unwrap();
         cs.filter_mut("notes").unwrap().add(vec![task]);
         assert_eq!(cs.matching("task.done").count(), 2);
+    }
+
+    #[test]
+    fn admission_names_the_limit_it_hits() {
+        let mut cs = Connections::default();
+        let limits = Limits {
+            per_room: 3,
+            per_user: 2,
+        };
+        assert_eq!(cs.admit("u", limits), Ok(()));
+        cs.add(conn("a", "u", 0, ""));
+        cs.add(conn("b", "u", 0, ""));
+        assert_eq!(
+            cs.admit("u", limits).unwrap_err().code(),
+            "too_many_connections"
+        );
+        assert_eq!(cs.admit("v", limits), Ok(()));
+        cs.add(conn("c", "v", 0, ""));
+        let full = cs.admit("w", limits).unwrap_err();
+        assert_eq!(
+            (full.code(), full.retry_after_secs()),
+            ("room_full", Some(30))
+        );
+    }
+
+    #[test]
+    fn attachments_round_trip_and_follow_filter_changes() {
+        let a = Attachment {
+            id: "c1".into(),
+            sub: "user \"1\"".into(),
+            exp: 1_900_000_000,
+            types: vec!["note.*".into()],
+        };
+        assert_eq!(Attachment::from_json(&a.to_json()), Some(a.clone()));
+        assert_eq!(Attachment::from_json("{}"), None);
+        assert_eq!(Attachment::from_json("not json"), None);
+        let mut cs = Connections::default();
+        cs.add(a.connection(7u32, 5));
+        assert_eq!(cs.get("c1").map(|c| c.closes_at), Some(1_900_000_005_000));
+        let task = crate::protocol::TypePattern::parse("task.done").unwrap();
+        cs.filter_mut("c1").unwrap().add(vec![task]);
+        assert_eq!(
+            cs.attachment("c1").map(|a| a.types),
+            Some(vec!["note.*".into(), "task.done".into()])
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! needs to know about a call is in its URL, `https://room.internal/{call}?{fields}`, which the
 //! room reads with one runtime call; a publish's notification fields are the request body.
 
+use crate::notification::Envelope;
 use crate::query::{encode_into, pairs, split_url};
 use crate::room_id::RoomId;
 
@@ -26,15 +27,15 @@ pub enum Call {
         /// `types=` patterns, already validated.
         types: Vec<String>,
     },
-    /// A validated publish (`POST`; the body is the notification's JSON members).
-    Publish {
+    /// Whether a connection of `sub` would be accepted now (the connection limits): the
+    /// subscribe URL without `Upgrade`, so a browser can learn why its upgrade was refused.
+    Probe {
         room: RoomId,
-        id: String,
-        kind: String,
-        status: String,
-        requires_ack: bool,
-        key: Option<String>,
+        /// The token's `sub`.
+        sub: String,
     },
+    /// A validated publish (`POST`; the body is the notification's JSON members).
+    Publish { room: RoomId, envelope: Envelope },
     /// `GET /history` after auth.
     History {
         room: RoomId,
@@ -50,6 +51,7 @@ impl Call {
     pub fn room(&self) -> &RoomId {
         match self {
             Call::Subscribe { room, .. }
+            | Call::Probe { room, .. }
             | Call::Publish { room, .. }
             | Call::History { room, .. }
             | Call::Health { room } => room,
@@ -60,6 +62,7 @@ impl Call {
     pub fn url(&self) -> String {
         let name = match self {
             Call::Subscribe { .. } => "subscribe",
+            Call::Probe { .. } => "probe",
             Call::Publish { .. } => "publish",
             Call::History { .. } => "history",
             Call::Health { .. } => "health",
@@ -90,22 +93,8 @@ impl Call {
                 }
                 field("types", &types.join(","));
             }
-            Call::Publish {
-                id,
-                kind,
-                status,
-                requires_ack,
-                key,
-                ..
-            } => {
-                field("id", id);
-                field("type", kind);
-                field("status", status);
-                field("ack", if *requires_ack { "1" } else { "0" });
-                if let Some(k) = key {
-                    field("key", k);
-                }
-            }
+            Call::Probe { sub, .. } => field("sub", sub),
+            Call::Publish { envelope, .. } => envelope.write_fields(field),
             Call::History { since, limit, .. } => {
                 field("since", &since.to_string());
                 field("limit", &limit.to_string());
@@ -141,13 +130,13 @@ impl Call {
                     .map(str::to_owned)
                     .collect(),
             },
+            "probe" => Call::Probe {
+                room,
+                sub: get("sub")?.to_owned(),
+            },
             "publish" => Call::Publish {
                 room,
-                id: get("id")?.to_owned(),
-                kind: get("type")?.to_owned(),
-                status: get("status")?.to_owned(),
-                requires_ack: get("ack")? == "1",
-                key: get("key").map(str::to_owned),
+                envelope: Envelope::read_fields(get)?,
             },
             "history" => Call::History {
                 room,
@@ -163,6 +152,7 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notification::Status;
 
     fn room(s: &str) -> RoomId {
         RoomId::parse(s).unwrap()
@@ -185,21 +175,29 @@ mod tests {
                 since: None,
                 types: vec![],
             },
-            Call::Publish {
-                room: room("request_9"),
-                id: "id-1".into(),
-                kind: "job.done".into(),
-                status: "success".into(),
-                requires_ack: true,
-                key: Some("k&=?#".into()),
+            Call::Probe {
+                room: room("r"),
+                sub: "a b".into(),
             },
             Call::Publish {
                 room: room("request_9"),
-                id: "x".into(),
-                kind: "t".into(),
-                status: "info".into(),
-                requires_ack: false,
-                key: None,
+                envelope: Envelope {
+                    id: "id-1".into(),
+                    kind: "job.done".into(),
+                    status: Status::Success,
+                    requires_ack: true,
+                    key: Some("k&=?#".into()),
+                },
+            },
+            Call::Publish {
+                room: room("request_9"),
+                envelope: Envelope {
+                    id: "x".into(),
+                    kind: "t".into(),
+                    status: Status::Pending,
+                    requires_ack: false,
+                    key: None,
+                },
             },
             Call::History {
                 room: room("r"),

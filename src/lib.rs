@@ -1,26 +1,30 @@
 //! roomcast: realtime notifications with exact delivery semantics, as one Cloudflare Worker.
 //!
-//! The plain modules hold every rule of `SPEC.md` and compile natively, so `cargo test` checks
-//! them without a runtime. The wasm-only modules (`worker`, `room`, `storage`, `bindings`,
-//! `http`, `runtime`, `init`) are thin glue between the Workers runtime and those types.
+//! The plain modules hold every rule of the contract (docs/protocol.md) and compile natively, so
+//! `cargo test` checks them without a runtime. The wasm-only glue ([`glue`], on workers-rs) turns
+//! runtime events into calls on those types and carries out their decisions.
 //!
-//! | SPEC.md | module |
+//! | subject | module |
 //! |---|---|
-//! | Routes, checks order, query parameters | [`routing`] |
+//! | Routes, check order, query parameters | [`routing`] |
 //! | Room ids | [`room_id`] |
-//! | Error responses | [`error`] |
-//! | Auth (client tokens, API keys) | [`auth`] |
-//! | Publishing (body validation, frames) | [`notification`] |
+//! | Client tokens, API keys, credentials, origins | [`auth`] |
+//! | Publishing (body validation, the publish fields, frames) | [`notification`] |
 //! | WebSocket frames, type filters | [`protocol`] |
-//! | Connections (filters, per-user counts, token expiry) | [`connections`] |
-//! | Delivery (acks, retries, replay, pruning) | [`delivery`], `storage` |
-//! | Limits, close codes | [`limits`] |
+//! | Connections (attachments, filters, per-user counts, token expiry) | [`connections`] |
+//! | Delivery (retries, replay, retention) | [`delivery`] |
+//! | Fan-out pacing | [`outbox`] |
+//! | Frame limits | [`limits`] |
+//! | Close codes and log events | [`codes`] |
+//! | HTTP answers and errors | [`answer`], [`error`] |
 //! | Settings | [`config`] |
 //!
 //! Between the Worker and a room: [`internal`] (the call, in the internal URL), [`query`] (URL
-//! parts), [`json`] (frames and log lines written in one pass).
+//! parts), [`json`] (frames and log lines written in one pass), [`time`].
 
+pub mod answer;
 pub mod auth;
+pub mod codes;
 pub mod config;
 pub mod connections;
 pub mod delivery;
@@ -29,6 +33,7 @@ pub mod internal;
 pub mod json;
 pub mod limits;
 pub mod notification;
+pub mod outbox;
 pub mod protocol;
 pub mod query;
 pub mod room_id;
@@ -36,24 +41,7 @@ pub mod routing;
 pub mod time;
 
 #[cfg(target_arch = "wasm32")]
-mod bindings;
-#[cfg(target_arch = "wasm32")]
-mod http;
-#[cfg(target_arch = "wasm32")]
-mod init;
-#[cfg(target_arch = "wasm32")]
-mod room;
-#[cfg(target_arch = "wasm32")]
-mod runtime;
-#[cfg(target_arch = "wasm32")]
-mod storage;
-#[cfg(target_arch = "wasm32")]
-mod webcrypto;
-#[cfg(target_arch = "wasm32")]
-mod worker;
-
-#[cfg(target_arch = "wasm32")]
-pub use room::NotificationRoom;
+pub mod glue;
 
 /// The demo page served at `GET /`.
 pub const DEMO_PAGE: &str = include_str!("../demo/index.html");

@@ -4,19 +4,13 @@
 //! This state lives in memory only, and that is enough: a room hibernates only after a quiet
 //! spell, and a connection that is flooding it keeps it awake.
 
+use crate::codes::Close;
 use std::collections::VecDeque;
 
 /// Refused frames within [`STRIKE_WINDOW_MS`] that close the connection (the 10th one closes).
 pub const STRIKES_TO_CLOSE: usize = 10;
 /// The window strikes are counted in.
 pub const STRIKE_WINDOW_MS: i64 = 60_000;
-
-/// Close code for a persistent rate-limit offender.
-pub const CLOSE_RATE_LIMITED: u16 = 4002;
-/// Close code for persistent invalid frames.
-pub const CLOSE_INVALID: u16 = 4003;
-/// Close code for a frame over `MAX_MESSAGE_BYTES`.
-pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// A token bucket: `per_minute` tokens of capacity, refilled continuously.
 #[derive(Debug, Clone)]
@@ -78,8 +72,8 @@ pub enum Admission {
     Accept,
     /// Do not process it; answer with a `rate_limited` error frame.
     Refuse,
-    /// Do not process it; close the connection with this code.
-    Close(u16),
+    /// Do not process it; close the connection.
+    Close(Close),
 }
 
 /// Per-connection guard against floods and garbage.
@@ -102,19 +96,19 @@ impl ConnectionGuard {
     /// Admits a frame of `len` bytes against `max_bytes` and the rate limit.
     pub fn admit(&mut self, len: usize, max_bytes: usize, now_ms: i64) -> Admission {
         if len > max_bytes {
-            Admission::Close(CLOSE_TOO_BIG)
+            Admission::Close(Close::TooBig)
         } else if self.bucket.take(now_ms) {
             Admission::Accept
         } else if self.refused.strike(now_ms) {
-            Admission::Close(CLOSE_RATE_LIMITED)
+            Admission::Close(Close::RateLimited)
         } else {
             Admission::Refuse
         }
     }
 
-    /// Records an invalid frame; `Some(4003)` when the connection must close.
-    pub fn invalid(&mut self, now_ms: i64) -> Option<u16> {
-        self.invalid.strike(now_ms).then_some(CLOSE_INVALID)
+    /// Records an invalid frame; `Some` when the connection must close.
+    pub fn invalid(&mut self, now_ms: i64) -> Option<Close> {
+        self.invalid.strike(now_ms).then_some(Close::InvalidFrames)
     }
 }
 
@@ -141,7 +135,7 @@ mod tests {
         for _ in 0..9 {
             assert_eq!(g.admit(10, 100, 0), Admission::Refuse);
         }
-        assert_eq!(g.admit(10, 100, 0), Admission::Close(CLOSE_RATE_LIMITED));
+        assert_eq!(g.admit(10, 100, 0), Admission::Close(Close::RateLimited));
     }
 
     #[test]
@@ -157,14 +151,14 @@ mod tests {
         );
         let mut g = ConnectionGuard::new(100, 0);
         let closes: Vec<_> = (0..10).map(|i| g.invalid(i)).collect();
-        assert_eq!(closes[9], Some(CLOSE_INVALID));
+        assert_eq!(closes[9], Some(Close::InvalidFrames));
         assert!(closes[..9].iter().all(Option::is_none));
     }
 
     #[test]
     fn oversize_frames_close_with_1009() {
         let mut g = ConnectionGuard::new(100, 0);
-        assert_eq!(g.admit(101, 100, 0), Admission::Close(CLOSE_TOO_BIG));
+        assert_eq!(g.admit(101, 100, 0), Admission::Close(Close::TooBig));
         assert_eq!(g.admit(100, 100, 0), Admission::Accept);
     }
 }

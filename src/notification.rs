@@ -5,6 +5,7 @@
 //! `attempt`: it never parses or re-serializes `data`.
 
 use crate::error::ApiError;
+use crate::json::Object;
 use crate::protocol::{is_valid_type, RESERVED_TYPES};
 use crate::time;
 use serde_json::{Map, Value};
@@ -12,18 +13,93 @@ use serde_json::{Map, Value};
 /// Longest client-chosen id or idempotency key.
 pub const MAX_ID_LEN: usize = 128;
 
-/// A validated publish, ready for a room to number and store.
+/// A notification's `status` as its publisher set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    Error,
+    Pending,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Error => "error",
+            Status::Pending => "pending",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "success" => Status::Success,
+            "error" => Status::Error,
+            "pending" => Status::Pending,
+            _ => return None,
+        })
+    }
+}
+
+/// What identifies a publish and decides its delivery: validated by the Worker, carried by the
+/// internal call, stored and logged by the room. Its fields are named here and nowhere else.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Draft {
+pub struct Envelope {
     /// The notification id: the publisher's `id`, or one the server generated.
     pub id: String,
     /// The notification `type`.
     pub kind: String,
+    pub status: Status,
     pub requires_ack: bool,
-    /// `success`, `error` or `pending`.
-    pub status: String,
     /// What makes a repeat a duplicate: the `Idempotency-Key` header, else the body's `id`.
-    pub idempotency_key: Option<String>,
+    pub key: Option<String>,
+}
+
+/// The names an [`Envelope`]'s fields travel under (internal URL, log lines).
+const ID: &str = "id";
+const TYPE: &str = "type";
+const STATUS: &str = "status";
+const REQUIRES_ACK: &str = "requiresAck";
+const KEY: &str = "key";
+
+impl Envelope {
+    /// Writes every field as text (`requiresAck` as `1`/`0`, `key` only when present).
+    pub fn write_fields(&self, mut field: impl FnMut(&str, &str)) {
+        field(ID, &self.id);
+        field(TYPE, &self.kind);
+        field(STATUS, self.status.as_str());
+        field(REQUIRES_ACK, if self.requires_ack { "1" } else { "0" });
+        if let Some(k) = &self.key {
+            field(KEY, k);
+        }
+    }
+
+    /// Reads what [`Envelope::write_fields`] wrote; `None` if a field is missing or invalid.
+    pub fn read_fields<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Envelope> {
+        Some(Envelope {
+            id: get(ID)?.to_owned(),
+            kind: get(TYPE)?.to_owned(),
+            status: Status::parse(get(STATUS)?)?,
+            requires_ack: match get(REQUIRES_ACK)? {
+                "1" => true,
+                "0" => false,
+                _ => return None,
+            },
+            key: get(KEY).map(str::to_owned),
+        })
+    }
+
+    /// Adds the fields a log line carries (never the key: it may be a caller's secret-ish id).
+    pub fn log(&self, line: Object) -> Object {
+        line.str(ID, &self.id)
+            .str(TYPE, &self.kind)
+            .bool(REQUIRES_ACK, self.requires_ack)
+    }
+}
+
+/// A validated publish, ready for a room to number and store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub envelope: Envelope,
     /// The frame's members after `id` and `seq`, as JSON text without braces:
     /// `"type":…,"data":…,"status":…,"timestamp":…[,"requestId":…][,"error":…],"requiresAck":…`.
     pub members: String,
@@ -84,13 +160,9 @@ impl Draft {
         };
 
         let status = match obj.remove("status") {
-            None | Some(Value::Null) => "success".to_owned(),
-            Some(Value::String(s)) if matches!(s.as_str(), "success" | "error" | "pending") => s,
-            Some(_) => {
-                return Err(invalid(
-                    "\"status\" must be \"success\", \"error\" or \"pending\"",
-                ))
-            }
+            None | Some(Value::Null) => Status::Success,
+            Some(Value::String(s)) => Status::parse(&s).ok_or_else(bad_status)?,
+            Some(_) => return Err(bad_status()),
         };
 
         let timestamp = match obj.remove("timestamp") {
@@ -134,7 +206,11 @@ impl Draft {
         let mut members = String::with_capacity(128);
         push_member(&mut members, "type", &Value::String(kind.clone()));
         push_member(&mut members, "data", &data);
-        push_member(&mut members, "status", &Value::String(status.clone()));
+        push_member(
+            &mut members,
+            "status",
+            &Value::String(status.as_str().into()),
+        );
         push_member(&mut members, "timestamp", &Value::String(timestamp));
         if let Some(r) = request_id {
             push_member(&mut members, "requestId", &Value::String(r));
@@ -151,14 +227,20 @@ impl Draft {
             .or_else(|| idempotency_key.clone())
             .unwrap_or_else(new_id);
         Ok(Draft {
-            id,
-            kind,
-            requires_ack,
-            status,
-            idempotency_key,
+            envelope: Envelope {
+                id,
+                kind,
+                status,
+                requires_ack,
+                key: idempotency_key,
+            },
             members,
         })
     }
+}
+
+fn bad_status() -> ApiError {
+    invalid("\"status\" must be \"success\", \"error\" or \"pending\"")
 }
 
 fn invalid(msg: impl Into<String>) -> ApiError {
@@ -223,14 +305,12 @@ mod tests {
             "status":"success","timestamp":"2026-01-20T10:00:00.000Z","requestId":"req-abc",
             "error":null,"requiresAck":true,"id":"optional-client-chosen-id"}))
         .unwrap();
-        assert_eq!(d.id, "optional-client-chosen-id");
-        assert_eq!(
-            d.idempotency_key.as_deref(),
-            Some("optional-client-chosen-id")
-        );
-        assert!(d.requires_ack);
+        let e = &d.envelope;
+        assert_eq!(e.id, "optional-client-chosen-id");
+        assert_eq!(e.key.as_deref(), Some("optional-client-chosen-id"));
+        assert!(e.requires_ack);
         let frame: Value =
-            serde_json::from_str(&render_frame(&render_payload(&d.id, 7, &d.members), 2)).unwrap();
+            serde_json::from_str(&render_frame(&render_payload(&e.id, 7, &d.members), 2)).unwrap();
         assert_eq!(
             frame,
             json!({"id":"optional-client-chosen-id","seq":7,"type":"note.creation.completed",
@@ -242,7 +322,10 @@ mod tests {
     #[test]
     fn defaults_are_filled() {
         let d = draft(json!({"type":"x"})).unwrap();
-        assert_eq!((d.id.as_str(), d.idempotency_key.as_ref()), ("gen-1", None));
+        assert_eq!(
+            (d.envelope.id.as_str(), d.envelope.key.as_ref()),
+            ("gen-1", None)
+        );
         let v: Value = serde_json::from_str(&format!("{{{}}}", d.members)).unwrap();
         assert_eq!(
             v,
@@ -252,7 +335,7 @@ mod tests {
             "g".into()
         })
         .unwrap();
-        assert_eq!(d.idempotency_key.as_deref(), Some("k1"));
+        assert_eq!(d.envelope.key.as_deref(), Some("k1"));
         assert!(d.members.contains(r#""requestId":"r9""#));
     }
 
@@ -300,9 +383,45 @@ mod tests {
     }
 
     #[test]
+    fn envelopes_round_trip_through_their_fields() {
+        for e in [
+            Envelope {
+                id: "a b&c".into(),
+                kind: "job.done".into(),
+                status: Status::Pending,
+                requires_ack: true,
+                key: Some("k=1".into()),
+            },
+            Envelope {
+                id: "x".into(),
+                kind: "t".into(),
+                status: Status::Error,
+                requires_ack: false,
+                key: None,
+            },
+        ] {
+            let mut fields = Vec::new();
+            e.write_fields(|k, v| fields.push((k.to_owned(), v.to_owned())));
+            let get = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            assert_eq!(Envelope::read_fields(get), Some(e));
+        }
+        assert_eq!(Envelope::read_fields(|_| None), None);
+        assert_eq!(
+            Envelope::read_fields(|k| Some(if k == "status" { "done" } else { "1" })),
+            None
+        );
+    }
+
+    #[test]
     fn strings_are_escaped() {
         let d = draft(json!({"type":"x","id":"q\"uote\\","data":{"s":"\"\\\n\u{2028}"}})).unwrap();
-        let v: Value = serde_json::from_str(&render_payload(&d.id, 1, &d.members)).unwrap();
+        let v: Value =
+            serde_json::from_str(&render_payload(&d.envelope.id, 1, &d.members)).unwrap();
         assert_eq!(v["id"], "q\"uote\\");
         assert_eq!(v["data"]["s"], "\"\\\n\u{2028}");
     }

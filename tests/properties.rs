@@ -7,9 +7,10 @@
 //! target); `ROOMCAST_FUZZ_SEED=<n>` tries other inputs.
 
 use roomcast::auth::{api_key_allowed, bearer, sign_hs256, Claims, TokenVerifier, LEEWAY_SECS};
+use roomcast::codes::Close;
 use roomcast::config::Settings;
 use roomcast::error::ApiError;
-use roomcast::limits::{Admission, ConnectionGuard, CLOSE_RATE_LIMITED, CLOSE_TOO_BIG};
+use roomcast::limits::{Admission, ConnectionGuard};
 use roomcast::notification::{render_frame, render_payload, Draft};
 use roomcast::protocol::{
     is_valid_type, ClientFrame, TypeFilter, TypePattern, MAX_LIST_LEN, RESERVED_TYPES,
@@ -579,18 +580,19 @@ fn drafts_render_valid_json_whose_type_is_the_input_type() {
         let obj = body.as_object().expect("only objects are accepted");
         assert!(obj.keys().all(|k| fields.contains(&k.as_str())), "{body}");
         let input_type = obj["type"].as_str().expect("type is a string");
-        assert_eq!(draft.kind, input_type);
-        assert!(is_valid_type(&draft.kind) && !RESERVED_TYPES.contains(&input_type));
+        assert_eq!(draft.envelope.kind, input_type);
+        assert!(is_valid_type(&draft.envelope.kind) && !RESERVED_TYPES.contains(&input_type));
         let seq = 1 + rng.below(1 << 20) as u64;
-        let payload: Value = serde_json::from_str(&render_payload(&draft.id, seq, &draft.members))
-            .unwrap_or_else(|e| panic!("payload is not JSON ({e}) for {body}"));
+        let payload: Value =
+            serde_json::from_str(&render_payload(&draft.envelope.id, seq, &draft.members))
+                .unwrap_or_else(|e| panic!("payload is not JSON ({e}) for {body}"));
         assert_eq!(payload["type"], input_type);
-        assert_eq!(payload["id"], draft.id.as_str());
+        assert_eq!(payload["id"], draft.envelope.id.as_str());
         assert_eq!(payload["seq"], seq);
         assert!(payload["data"].is_object());
         assert!(["success", "error", "pending"].contains(&payload["status"].as_str().unwrap()));
-        assert_eq!(payload["status"], draft.status.as_str());
-        assert_eq!(payload["requiresAck"], draft.requires_ack);
+        assert_eq!(payload["status"], draft.envelope.status.as_str());
+        assert_eq!(payload["requiresAck"], draft.envelope.requires_ack);
         let ts = payload["timestamp"].as_str().unwrap();
         assert!(ts.ends_with('Z'), "{ts}");
         assert_eq!(
@@ -599,24 +601,28 @@ fn drafts_render_valid_json_whose_type_is_the_input_type() {
             "timestamps are canonical"
         );
         if let Some(Value::String(id)) = obj.get("id") {
-            assert_eq!(&draft.id, id);
-        } else if let Some(key) = &draft.idempotency_key {
+            assert_eq!(&draft.envelope.id, id);
+        } else if let Some(key) = &draft.envelope.key {
             assert_eq!(
-                &draft.id, key,
+                &draft.envelope.id, key,
                 "a keyed publish without an id takes the key as id"
             );
         } else {
-            assert_eq!(draft.id, "generated");
+            assert_eq!(draft.envelope.id, "generated");
         }
         // Internal header values: printable ASCII only.
-        for v in [&draft.id, &draft.kind, &draft.status] {
+        for v in [
+            draft.envelope.id.as_str(),
+            draft.envelope.kind.as_str(),
+            draft.envelope.status.as_str(),
+        ] {
             assert!(v.bytes().all(|b| (0x21..0x7f).contains(&b)), "{v:?}");
         }
-        if let Some(k) = &draft.idempotency_key {
+        if let Some(k) = &draft.envelope.key {
             assert!(!k.is_empty() && k.bytes().all(|b| (0x21..0x7f).contains(&b)));
         }
         let frame: Value = serde_json::from_str(&render_frame(
-            &render_payload(&draft.id, seq, &draft.members),
+            &render_payload(&draft.envelope.id, seq, &draft.members),
             3,
         ))
         .unwrap();
@@ -1111,7 +1117,7 @@ fn connection_guard_bounds_frames_and_closes_as_specified() {
                 rng.below(max + 1)
             };
             match g.admit(len, max, now) {
-                Admission::Close(code) if len > max => assert_eq!(code, CLOSE_TOO_BIG),
+                Admission::Close(code) if len > max => assert_eq!(code, Close::TooBig),
                 _ if len > max => panic!("an oversize frame must close with 1009"),
                 Admission::Accept => {
                     accepted += 1;
@@ -1123,7 +1129,7 @@ fn connection_guard_bounds_frames_and_closes_as_specified() {
                 }
                 Admission::Refuse => refused_recent.push(now),
                 Admission::Close(code) => {
-                    assert_eq!(code, CLOSE_RATE_LIMITED);
+                    assert_eq!(code, Close::RateLimited);
                     if monotone {
                         refused_recent.retain(|t| now - t < 60_000);
                     }

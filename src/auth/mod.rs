@@ -5,7 +5,7 @@
 //! A token is checked in two steps: [`TokenVerifier::inspect`] (structure, header, algorithm,
 //! the candidate keys, and an HS256 signature with `jwt-compact`), then, for JWKS algorithms, a
 //! signature check by the platform, then [`TokenVerifier::claims`]. On Workers the RS256, ES256
-//! and EdDSA check is the runtime's WebCrypto (`src/webcrypto.rs`): the same algorithms in
+//! and EdDSA check is the runtime's WebCrypto (`src/glue/webcrypto.rs`): the same algorithms in
 //! pure Rust were a third of the wasm. Natively (unit tests) [`TokenVerifier::verify`] checks
 //! them with `jwt-compact`. The claims are parsed only after the signature has verified, so a
 //! forged token never learns anything about claim validation and every claim error names the
@@ -31,13 +31,17 @@
 //! | `jwks.rs` | `JWT_JWKS` parsing and key shape checks ([`JwksKey`]), cached per isolate |
 //! | `api_key.rs` | [`api_key_allowed`] (constant time) and [`bearer`] (the `Authorization` header) |
 //! | `base64url.rs` | strict unpadded base64url |
+//! | `credentials.rs` | [`Credentials`]: the client token or API key a request presents |
+//! | `origin.rs` | [`OriginPolicy`]: `ALLOWED_ORIGINS`, for upgrades and CORS alike |
 //!
 //! The modules are private: every item is used as `crate::auth::X`.
 
 mod api_key;
 mod base64url;
 mod claims;
+mod credentials;
 mod jwks;
+mod origin;
 mod token;
 
 #[cfg(test)]
@@ -45,5 +49,7 @@ mod test_support;
 
 pub use api_key::{api_key_allowed, bearer};
 pub use claims::{Claims, LEEWAY_SECS};
+pub use credentials::Credentials;
 pub use jwks::JwksKey;
+pub use origin::OriginPolicy;
 pub use token::{sign_hs256, AuthError, Family, Inspected, TokenVerifier};

@@ -763,7 +763,7 @@ mod tests {
                 (0..len)
                     .map(|_| {
                         let r = xorshift(&mut x);
-                        if r % 17 == 0 {
+                        if r.is_multiple_of(17) {
                             char::from_u32((r >> 8) as u32 % 0x11_0000).unwrap_or('\u{fffd}')
                         } else {
                             char::from(alphabet[(r >> 8) as usize % alphabet.len()])
