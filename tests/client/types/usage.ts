@@ -4,7 +4,7 @@ import {
   RealtimeClient, RealtimeError, backoffDelay, CloseCode, type Notification, type ConnectionState, type RoomStatus,
 } from "../../../client/roomcast.js";
 import { useRealtime, RealtimeProvider, useRealtimeClient, type ConnectionInfo } from "../../../client/react.js";
-import { createBroadcaster, BroadcastError } from "../../../client/broadcaster.js";
+import { createBroadcaster, BroadcastError, ENV } from "../../../client/broadcaster.js";
 
 interface NoteData { entityId: string; title: string }
 
@@ -94,6 +94,10 @@ void App;
 
 async function handler() {
   const rc = createBroadcaster({ url: "https://rt.example.com", apiKey: "k", retries: 3 });
+  // url and apiKey from the environment (ENV lists the names).
+  const fromEnv = createBroadcaster();
+  const first: "ROOMCAST_URL" = ENV.url[0];
+  void [fromEnv, first];
   const r = await rc.broadcastSuccess("42", "note.created", { id: 1 }, { requestId: "abc", idempotencyKey: "run:1" });
   const dup: boolean = r.rooms["user_42"].duplicate;
   await rc.broadcastError("42", "note.failed", new Error("x"), { requestId: "abc" });
