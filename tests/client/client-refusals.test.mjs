@@ -235,3 +235,41 @@ test("join and leave on a live client: leave closes the socket, joining again re
     await client.close();
   }
 });
+
+test("429 with Retry-After from a stand-in server: the client waits that long, then connects", async () => {
+  // The client is under test here, not the worker (the test above covers the worker): a server
+  // that refuses upgrades with 429 + Retry-After: 1 while `full`, and answers the probe the same.
+  const { createServer } = await import("node:http");
+  const { WebSocketServer } = await import("ws");
+  let full = true;
+  const refusals = [];
+  const wss = new WebSocketServer({ noServer: true });
+  const server = createServer((req, res) => {
+    refusals.push("probe");
+    res.writeHead(full ? 429 : 426, { "content-type": "application/json", ...(full ? { "retry-after": "1" } : {}) });
+    res.end(JSON.stringify({ success: false, error: { code: full ? "too_many_connections" : "upgrade_required", message: "x" } }));
+    full = false; // the other connection goes away
+  });
+  server.on("upgrade", (req, socket, head) => {
+    if (full) {
+      refusals.push("upgrade");
+      socket.end("HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n");
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => ws.send(JSON.stringify({ type: "connected", roomId: "user_k", connectionId: "c1", lastSeq: 0 })));
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  cleanup.push(() => new Promise((r) => { for (const c of wss.clients) c.terminate(); server.close(r); }));
+  const { client } = makeClient({ url: `http://127.0.0.1:${server.address().port}`, rooms: ["user_k"], token: "t", ...FAST });
+  try {
+    const [plan] = await waitForEvent(client, "reconnecting");
+    assert.deepEqual([plan.status, plan.retryAfterMs, plan.attempt], [429, 1000, 1]);
+    assert.ok(plan.delayMs >= 1000 && plan.delayMs < 1000 + FAST.initialDelayMs, `delay ${plan.delayMs}`);
+    const t0 = Date.now();
+    await waitForState(client, "connected", 5000);
+    assert.ok(Date.now() - t0 >= 950, "waited for Retry-After");
+    assert.deepEqual(refusals, ["upgrade", "probe"]);
+  } finally {
+    await client.close();
+  }
+});
