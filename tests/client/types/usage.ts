@@ -44,6 +44,8 @@ const dynamic = new RealtimeClient({
   getToken: ({ reason }) => (reason === "unauthorized" || reason === "expired" ? "fresh" : "cached"),
 });
 dynamic.join("request_abc", { since: 0 }).join("team_1");
+// The platform's fetch fits the probe's `fetch` option.
+void new RealtimeClient({ rooms: ["user_42"], token: "t", fetch, autoConnect: false });
 void dynamic.leave("team_1").then(() => dynamic.roomStatus("request_abc")?.attempt);
 client.ack(["a", "b"]);
 client.subscribe(["task.*"]);
