@@ -29,10 +29,13 @@ export interface BroadcastResult {
 }
 
 export interface BroadcasterOptions {
-  /** The server's base URL. */
-  url: string;
-  /** One of the server's BROADCAST_API_KEYS. Server side only: never ship it to a browser. */
-  apiKey: string;
+  /** The server's base URL. Default: the environment's ROOMCAST_URL, else REALTIME_URL. */
+  url?: string;
+  /**
+   * One of the server's BROADCAST_API_KEYS. Server side only: never ship it to a browser.
+   * Default: the environment's ROOMCAST_API_KEY, else REALTIME_API_KEY.
+   */
+  apiKey?: string;
   /** Retries after the first attempt, on network errors, timeouts and 5xx. Default 3. */
   retries?: number;
   /** Default globalThis.fetch. */
@@ -76,7 +79,14 @@ export interface Broadcaster {
   publish(roomId: string, message: OutgoingMessage, options?: { idempotencyKey?: string }): Promise<PublishResult>;
 }
 
-export function createBroadcaster(options: BroadcasterOptions): Broadcaster;
+/** Without `url` / `apiKey`, they are read from the environment (`ENV`); neither found throws. */
+export function createBroadcaster(options?: BroadcasterOptions): Broadcaster;
+
+/** The environment variables read for a missing `url` / `apiKey`, first found wins. */
+export const ENV: {
+  readonly url: readonly ["ROOMCAST_URL", "REALTIME_URL"];
+  readonly apiKey: readonly ["ROOMCAST_API_KEY", "REALTIME_API_KEY"];
+};
 
 export class BroadcastError extends Error {
   constructor(message: string, details?: { status?: number; code?: string; body?: unknown; attempts?: number; cause?: unknown });

@@ -3,7 +3,7 @@
 // Never use it in a browser: it holds an API key. Types: broadcaster.d.ts. Guide: docs/client.md.
 //
 //   import { createBroadcaster } from "./broadcaster.js";
-//   const rc = createBroadcaster({ url: process.env.ROOMCAST_URL, apiKey: process.env.ROOMCAST_API_KEY });
+//   const rc = createBroadcaster(); // url and apiKey from ROOMCAST_URL / ROOMCAST_API_KEY (or REALTIME_*)
 //   await rc.broadcastSuccess("u1", "note.creation.completed", { noteId }, { requestId, idempotencyKey: `${runId}:done` });
 
 /** The final failure of a publish: `status` is the HTTP status (0 when none arrived). */
@@ -45,14 +45,28 @@ function newKey() {
   throw new BroadcastError("crypto.randomUUID is unavailable: pass an idempotencyKey", { code: "no_random" });
 }
 
+/** The first of `names` set (non-empty) in the environment, where there is one (Node, Bun). */
+function fromEnv(names) {
+  const env = globalThis.process?.env;
+  if (!env) return undefined;
+  for (const name of names) if (env[name]) return env[name];
+  return undefined;
+}
+
+/** Environment variables read when `url` / `apiKey` are not given, in this order. */
+export const ENV = Object.freeze({
+  url: Object.freeze(["ROOMCAST_URL", "REALTIME_URL"]),
+  apiKey: Object.freeze(["ROOMCAST_API_KEY", "REALTIME_API_KEY"]),
+});
+
 /**
- * @param {import("./broadcaster.d.ts").BroadcasterOptions} options
+ * @param {import("./broadcaster.d.ts").BroadcasterOptions} [options]
  * @returns {import("./broadcaster.d.ts").Broadcaster}
  */
 export function createBroadcaster(options) {
   const {
-    url,
-    apiKey,
+    url = fromEnv(ENV.url),
+    apiKey = fromEnv(ENV.apiKey),
     retries = 3,
     fetch: fetchImpl = globalThis.fetch,
     timeoutMs = 10000,
@@ -60,8 +74,8 @@ export function createBroadcaster(options) {
     maxRetryDelayMs = 5000,
     random = Math.random,
   } = options ?? {};
-  if (!url) throw new TypeError("createBroadcaster needs `url` (the roomcast server's base URL)");
-  if (!apiKey) throw new TypeError("createBroadcaster needs `apiKey` (one of BROADCAST_API_KEYS)");
+  if (!url) throw new TypeError(`createBroadcaster needs \`url\` (the roomcast server's base URL), or ${ENV.url.join(" or ")} in the environment`);
+  if (!apiKey) throw new TypeError(`createBroadcaster needs \`apiKey\` (one of the server's BROADCAST_API_KEYS), or ${ENV.apiKey.join(" or ")} in the environment`);
   if (typeof fetchImpl !== "function") throw new TypeError("no fetch implementation: pass `fetch`");
   const base = String(url).replace(/\/+$/, "");
 

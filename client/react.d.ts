@@ -1,20 +1,24 @@
 // Types of react.js. Guide: docs/client.md.
+import type { ReactNode, ReactElement } from "react";
 import type {
-  ConnectedInfo, ConnectionState, DeliveryContext, DisconnectedInfo, Notification,
+  ConnectedInfo, ConnectionState, DeliveryContext, DisconnectedInfo, Notification, RealtimeClient,
   RealtimeClientOptions, RealtimeError, RecoveryInfo, TokenReason, WebSocketLike,
 } from "./roomcast.js";
 
 export interface UseRealtimeOptions {
   /** Subscribes to `user_{userId}`. Nothing connects while it is empty. */
   userId: string | null | undefined;
-  /** Also subscribes to `request_{requestId}` (the token must allow that room). */
+  /**
+   * Also subscribes to `request_{requestId}` (the token must allow that room). Changing it keeps
+   * the user room's socket; a request room not seen before is joined from seq 0, one seen before
+   * resumes from its last seq.
+   */
   requestId?: string | null;
-  /** The server's base URL; default: the page's origin. Keep it stable (a string). */
-  url?: string;
-  /** A client token; a new value is used from the next connection on. */
-  token?: string;
-  /** Called before every (re)connection; preferred over `token` for short-lived tokens. */
-  getToken?: (ctx: { roomId: string; reason: TokenReason }) => string | Promise<string>;
+  /**
+   * Keep the newest `keep` notifications in `notifications` (newest first). Default 0: the list
+   * stays empty.
+   */
+  keep?: number;
   /** Each notification once; a returned promise delays the auto-ack until it resolves. */
   onMessage?: (n: Notification, ctx: DeliveryContext) => void | Promise<void>;
   onConnect?: (info: ConnectedInfo) => void;
@@ -22,7 +26,21 @@ export interface UseRealtimeOptions {
   /** After a resumed connection; `recovered: false` means: refetch your state. */
   onRecovery?: (info: RecoveryInfo) => void;
   onError?: (error: RealtimeError) => void;
+  /**
+   * Without a provider: notifications it rejects are neither handed over nor acked. Inside a
+   * provider: only what this hook hands over (the provider's own filter decides the acks).
+   */
   messageFilter?: (n: Notification, ctx: DeliveryContext) => boolean;
+  /** Default true; false leaves the rooms (and closes the hook's own client). */
+  enabled?: boolean;
+
+  // The client's settings: used when there is no RealtimeProvider above (else the provider's).
+  /** The server's base URL; default: the page's origin. Keep it stable (a string). */
+  url?: string;
+  /** A client token; a new value is used from the next connection on. */
+  token?: string;
+  /** Called before every (re)connection; preferred over `token` for short-lived tokens. */
+  getToken?: (ctx: { roomId: string; reason: TokenReason }) => string | Promise<string>;
   maxReconnectAttempts?: number;
   /** Server-side type filter, e.g. ["note.*"]. */
   types?: string[];
@@ -30,21 +48,69 @@ export interface UseRealtimeOptions {
   autoAck?: boolean;
   /** The WebSocket constructor (tests, Node); default globalThis.WebSocket. */
   WebSocket?: new (url: string) => WebSocketLike;
-  /** Default true; false closes the connection. */
-  enabled?: boolean;
   /** Further RealtimeClient options (keepalive, backoff), read when the client is created. */
   clientOptions?: Partial<RealtimeClientOptions>;
+}
+
+/** The connection over the hook's rooms. */
+export interface ConnectionInfo {
+  /** `error` if a room stopped, `connected` when all are, else the least advanced. */
+  state: ConnectionState;
+  /** Consecutive connection attempts of the room furthest from connected (0 when all are). */
+  attempt: number;
+  /** When one of the hook's rooms last said `connected`, ms since the epoch; null before that. */
+  lastConnectedAt: number | null;
 }
 
 export interface UseRealtimeResult {
   /** The latest notification handed to the app, or null. */
   lastMessage: Notification | null;
+  /** With `keep`: the newest `keep` notifications, newest first. Otherwise always empty. */
+  notifications: readonly Notification[];
   isConnected: boolean;
+  /** Same as `connection.state`. */
   connectionState: ConnectionState;
-  /** Sends a raw protocol frame to every connected room (or one); returns how many. */
+  connection: ConnectionInfo;
+  /**
+   * The fatal error that stopped one of the hook's rooms (`code` "unauthorized", "forbidden",
+   * "token_expired", "max_reconnect_attempts"…, with `roomId`), or null.
+   */
+  error: RealtimeError | null;
+  /** Sends a raw protocol frame to every connected room of the hook (or one); returns how many. */
   sendMessage: (frame: string | object, options?: { roomId?: string }) => number;
   /** Acknowledges notifications (with `autoAck: false`). */
   ack: (ids: string | string[]) => void;
+  /** Tries rooms stopped by an error again (e.g. after the user signed in again). */
+  reconnect: () => void;
+  /** The client in use (the provider's or the hook's own); null until it exists. */
+  client: RealtimeClient | null;
 }
 
 export function useRealtime(options: UseRealtimeOptions): UseRealtimeResult;
+
+export interface RealtimeProviderProps {
+  children?: ReactNode;
+  /** The server's base URL; default: the page's origin. Keep it stable (a string). */
+  url?: string;
+  /** A client token; a new value is used from the next connection on and restarts refused rooms. */
+  token?: string;
+  getToken?: (ctx: { roomId: string; reason: TokenReason }) => string | Promise<string>;
+  maxReconnectAttempts?: number;
+  types?: string[];
+  autoAck?: boolean;
+  /** Notifications it rejects are handed to no hook and not acked. */
+  messageFilter?: (n: Notification, ctx: DeliveryContext) => boolean;
+  WebSocket?: new (url: string) => WebSocketLike;
+  clientOptions?: Partial<RealtimeClientOptions>;
+  /** Default true; false closes the shared client. */
+  enabled?: boolean;
+}
+
+/**
+ * One RealtimeClient (one socket per room) for every `useRealtime` below it: rooms are joined
+ * when the first hook needs them and left when the last one unmounts.
+ */
+export function RealtimeProvider(props: RealtimeProviderProps): ReactElement;
+
+/** The nearest provider's client (null outside a provider and until it exists). */
+export function useRealtimeClient(): RealtimeClient | null;

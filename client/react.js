@@ -1,48 +1,89 @@
-// useRealtime: the roomcast client as a React hook. React is a peer dependency; nothing else.
-// Types: react.d.ts. Guide: docs/client.md.
+// useRealtime and RealtimeProvider: the roomcast client for React. React is a peer dependency;
+// nothing else. Types: react.d.ts. Guide: docs/client.md.
 //
-//   const { lastMessage, isConnected, connectionState } = useRealtime({
+//   const { lastMessage, notifications, connection, error } = useRealtime({
 //     userId: user.id, requestId, getToken: fetchRealtimeToken, url: "https://rt.example.com",
-//     onMessage: (n) => toast(n.type),
+//     keep: 50, onMessage: (n) => toast(n.type),
 //   });
-import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
+import {
+  createContext, createElement, useCallback, useContext, useEffect, useLayoutEffect, useMemo, useRef, useState,
+} from "react";
 import { RealtimeClient } from "./roomcast.js";
 
 // useLayoutEffect warns when rendered on a server; the refs it updates only matter in a browser.
 const useIsomorphicLayoutEffect = typeof document !== "undefined" ? useLayoutEffect : useEffect;
 
-/**
- * Subscribes to `user_{userId}` and, when given, `request_{requestId}`.
- *
- * One client (one socket per room) lives while `url`, `userId`, `requestId`, `types`,
- * `maxReconnectAttempts`, `autoAck` and `WebSocket` stay the same; changing one of them closes it
- * and opens a new one. Callbacks, `messageFilter`, `token` and `getToken` may change on every
- * render without reconnecting: the latest ones are used (a new `token` is used from the next
- * connection on, and restarts a client that stopped because its token was refused).
- *
- * @param {import("./react.d.ts").UseRealtimeOptions} options
- * @returns {import("./react.d.ts").UseRealtimeResult}
- */
-export function useRealtime(options) {
-  const latest = useRef(options);
-  useIsomorphicLayoutEffect(() => {
-    latest.current = options;
-  });
-  const {
-    userId, requestId, url, token, types, maxReconnectAttempts, autoAck, WebSocket, enabled = true,
-  } = options;
-  const [connectionState, setConnectionState] = useState(/** @type {import("./roomcast.d.ts").ConnectionState} */ ("disconnected"));
-  const [lastMessage, setLastMessage] = useState(/** @type {import("./roomcast.d.ts").Notification | null} */ (null));
-  const clientRef = useRef(/** @type {RealtimeClient | null} */ (null));
-  const typesKey = types && types.length ? types.join(",") : "";
+/** null outside a provider; inside, `{hub}` (null until the provider's client exists). */
+const RealtimeContext = createContext(/** @type {{hub: RoomHub | null} | null} */ (null));
 
+const EMPTY = Object.freeze([]);
+/** How many notification ids a hook remembers to drop one that reaches it through a second room. */
+const HANDED_SIZE = 1000;
+
+/**
+ * The rooms of one RealtimeClient, shared by every hook that uses it: a room is joined when the
+ * first hook needs it and left when the last one lets go.
+ */
+class RoomHub {
+  /** @param {RealtimeClient} client */
+  constructor(client) {
+    this.client = client;
+    /** @type {Map<string, {count: number, timer: ReturnType<typeof setTimeout> | null}>} */
+    this.refs = new Map();
+  }
+
+  /**
+   * @param {string} roomId
+   * @param {number} [since] where a room this client has not held starts
+   * @returns {() => void} release
+   */
+  acquire(roomId, since) {
+    let ref = this.refs.get(roomId);
+    if (ref) {
+      ref.count++;
+      clearTimeout(ref.timer);
+      ref.timer = null;
+    } else {
+      this.refs.set(roomId, (ref = { count: 1, timer: null }));
+      this.client.join(roomId, since === undefined ? {} : { since });
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#release(roomId, ref);
+    };
+  }
+
+  #release(roomId, ref) {
+    if (--ref.count > 0) return;
+    // Left a tick later: StrictMode's unmount-and-mount again, or a room passing from one
+    // component to another in the same commit, keeps its socket.
+    ref.timer = setTimeout(() => {
+      if (ref.count > 0 || this.refs.get(roomId) !== ref) return;
+      this.refs.delete(roomId);
+      void this.client.leave(roomId);
+    }, 0);
+  }
+}
+
+/**
+ * Creates (in an effect, so StrictMode's double mount never opens a socket twice) and closes a
+ * RealtimeClient with no rooms, for a provider or for a hook used without one.
+ * @param {import("./react.d.ts").RealtimeProviderProps | import("./react.d.ts").UseRealtimeOptions} options
+ * @param {{current: any}} latest the latest options (callbacks, token)
+ * @param {boolean} active
+ * @param {boolean} filterInClient whether `messageFilter` decides for the client (what is acked)
+ */
+function useHub(options, latest, active, filterInClient) {
+  const { url, types, maxReconnectAttempts, autoAck, WebSocket } = options;
+  const typesKey = types && types.length ? types.join(",") : "";
+  const [hub, setHub] = useState(/** @type {RoomHub | null} */ (null));
   useEffect(() => {
-    if (!enabled || userId == null || userId === "") return undefined;
-    const rooms = [`user_${userId}`];
-    if (requestId != null && requestId !== "") rooms.push(`request_${requestId}`);
+    if (!active) return undefined;
     const client = new RealtimeClient({
       url,
-      rooms,
+      rooms: [],
       types: typesKey ? typesKey.split(",") : undefined,
       autoAck,
       WebSocket,
@@ -53,52 +94,207 @@ export function useRealtime(options) {
         return typeof o.getToken === "function" ? o.getToken(ctx) : o.token;
       },
       messageFilter: (n, ctx) => {
-        const f = latest.current.messageFilter;
+        const f = filterInClient ? latest.current.messageFilter : undefined;
         return typeof f === "function" ? f(n, ctx) : true;
       },
-      autoConnect: false,
     });
-    clientRef.current = client;
-    const offs = [
-      client.on("state", (s) => setConnectionState(s)),
-      client.on("notification", (n, ctx) => {
-        setLastMessage(n);
-        // Returned so that auto-ack waits for an async onMessage.
-        return latest.current.onMessage?.(n, ctx);
-      }),
-      client.on("connected", (info) => latest.current.onConnect?.(info)),
-      client.on("disconnected", (info) => latest.current.onDisconnect?.(info)),
-      client.on("recovery", (info) => latest.current.onRecovery?.(info)),
-      client.on("error", (err) => latest.current.onError?.(err)),
-    ];
-    client.connect();
-    setConnectionState(client.state);
+    const created = new RoomHub(client);
+    setHub(created);
     return () => {
-      for (const off of offs) off();
-      client.close();
-      if (clientRef.current === client) clientRef.current = null;
-      setConnectionState("disconnected");
+      void client.close();
+      setHub((h) => (h === created ? null : h));
     };
-  }, [enabled, url, userId, requestId, typesKey, maxReconnectAttempts, autoAck, WebSocket]);
+  }, [active, url, typesKey, maxReconnectAttempts, autoAck, WebSocket, latest, filterInClient]);
+  return hub;
+}
 
-  // A new token restarts a client that gave up because its token was refused.
+/**
+ * Shares one RealtimeClient (one socket per room) with every `useRealtime` below it. Its
+ * `url`, `token` / `getToken`, `WebSocket`, `types`, `autoAck`, `maxReconnectAttempts`,
+ * `messageFilter` and `clientOptions` are the client's; the hooks' own ones are then ignored.
+ *
+ * @param {import("./react.d.ts").RealtimeProviderProps} props
+ */
+export function RealtimeProvider(props) {
+  const latest = useRef(props);
+  useIsomorphicLayoutEffect(() => {
+    latest.current = props;
+  });
+  const hub = useHub(props, latest, props.enabled !== false, true);
+  // A new token restarts rooms that stopped because a token was refused.
   useEffect(() => {
-    const client = clientRef.current;
-    if (client && client.state === "error" && token) client.connect();
-  }, [token]);
+    if (hub && props.token && hub.client.state === "error") hub.client.connect();
+  }, [hub, props.token]);
+  const value = useMemo(() => ({ hub }), [hub]);
+  return createElement(RealtimeContext.Provider, { value }, props.children);
+}
+
+/**
+ * The RealtimeClient of the nearest RealtimeProvider (null outside one, and until it exists),
+ * e.g. to join other rooms or change the type filter.
+ * @returns {RealtimeClient | null}
+ */
+export function useRealtimeClient() {
+  return useContext(RealtimeContext)?.hub?.client ?? null;
+}
+
+/** The connection over a hook's rooms: the same rules as RealtimeClient's `state`. */
+function summarize(rooms, statuses) {
+  if (rooms.length === 0) return { state: "disconnected", attempt: 0, lastConnectedAt: null, error: null };
+  // A room not reported yet is being joined.
+  const list = rooms.map((r) => statuses[r] ?? { state: "connecting", attempt: 0, lastConnectedAt: null, error: null });
+  const states = list.map((s) => s.state);
+  let state;
+  if (states.includes("error")) state = "error";
+  else if (states.every((s) => s === "connected")) state = "connected";
+  else if (states.includes("reconnecting")) state = "reconnecting";
+  else if (states.includes("connecting")) state = "connecting";
+  else state = "disconnected";
+  let lastConnectedAt = null;
+  for (const s of list) if (s.lastConnectedAt !== null && (lastConnectedAt === null || s.lastConnectedAt > lastConnectedAt)) lastConnectedAt = s.lastConnectedAt;
+  return {
+    state,
+    attempt: Math.max(...list.map((s) => s.attempt)),
+    lastConnectedAt,
+    error: list.find((s) => s.error)?.error ?? null,
+  };
+}
+
+/**
+ * Subscribes to `user_{userId}` and, when given, `request_{requestId}`.
+ *
+ * Inside a RealtimeProvider the provider's client is used (one socket per room for the whole
+ * tree). Without one, the hook has its own client, which lives while `url`, `types`,
+ * `maxReconnectAttempts`, `autoAck` and `WebSocket` stay the same. Either way, changing
+ * `userId` or `requestId` leaves the old room and joins the new one, keeping the other's
+ * socket; a request room not seen before is joined from seq 0 (so what was published before
+ * the page subscribed is not missed), one seen before resumes from its last seq. Callbacks,
+ * `messageFilter`, `token` and `getToken` may change on every render without reconnecting.
+ *
+ * @param {import("./react.d.ts").UseRealtimeOptions} options
+ * @returns {import("./react.d.ts").UseRealtimeResult}
+ */
+export function useRealtime(options) {
+  const latest = useRef(options);
+  useIsomorphicLayoutEffect(() => {
+    latest.current = options;
+  });
+  const { userId, requestId, token, keep, enabled = true } = options;
+  const shared = useContext(RealtimeContext);
+  const userRoom = enabled && userId != null && userId !== "" ? `user_${userId}` : null;
+  const requestRoom = userRoom && requestId != null && requestId !== "" ? `request_${requestId}` : null;
+  const own = useHub(options, latest, !shared && userRoom !== null, true);
+  const hub = shared ? shared.hub : own;
+  const rooms = useMemo(() => /** @type {string[]} */ ([userRoom, requestRoom].filter(Boolean)), [userRoom, requestRoom]);
+  const roomsRef = useRef(rooms);
+  roomsRef.current = rooms;
+
+  useEffect(() => (hub && userRoom ? hub.acquire(userRoom) : undefined), [hub, userRoom]);
+  useEffect(
+    () => (hub && requestRoom ? hub.acquire(requestRoom, hub.client.lastSeq(requestRoom) ?? 0) : undefined),
+    [hub, requestRoom],
+  );
+
+  const [statuses, setStatuses] = useState(/** @type {Record<string, import("./roomcast.d.ts").RoomStatus>} */ ({}));
+  useEffect(() => {
+    if (!hub) {
+      setStatuses({});
+      return undefined;
+    }
+    const pick = () => {
+      /** @type {Record<string, import("./roomcast.d.ts").RoomStatus>} */
+      const out = {};
+      for (const r of rooms) {
+        const s = hub.client.roomStatus(r);
+        if (s) out[r] = s;
+      }
+      return out;
+    };
+    setStatuses(pick());
+    return hub.client.on("status", (s) => {
+      if (rooms.includes(s.roomId)) setStatuses(pick());
+    });
+  }, [hub, rooms]);
+
+  const [lastMessage, setLastMessage] = useState(/** @type {import("./roomcast.d.ts").Notification | null} */ (null));
+  const [notifications, setNotifications] = useState(/** @type {readonly import("./roomcast.d.ts").Notification[]} */ (EMPTY));
+  // Ids this hook was handed, for its whole life: a publish to both of its rooms, or a request
+  // room replayed from 0, reaches it once.
+  const handed = useRef(/** @type {Set<string>} */ (new Set()));
+  useEffect(() => {
+    if (!hub) return undefined;
+    const mine = new Set(rooms);
+    const filterHere = Boolean(shared);
+    const deliver = (n, ctx) => {
+      const f = latest.current.messageFilter;
+      if (filterHere && typeof f === "function" && !f(n, ctx)) return undefined;
+      const seen = handed.current;
+      seen.delete(n.id);
+      seen.add(n.id);
+      if (seen.size > HANDED_SIZE) seen.delete(seen.values().next().value);
+      setLastMessage(n);
+      const k = latest.current.keep;
+      if (k > 0) setNotifications((prev) => [n, ...prev].slice(0, k));
+      // Returned so that the auto-ack waits for an async onMessage.
+      return latest.current.onMessage?.(n, ctx);
+    };
+    const forMe = (info) => info?.roomId === undefined || mine.has(info.roomId);
+    const offs = [
+      hub.client.on("notification", (n, ctx) => (mine.has(ctx.roomId) ? deliver(n, ctx) : undefined)),
+      // Dropped by the client because it came through another room first (another hook's, or
+      // before this hook had the room): this hook has not seen it yet.
+      hub.client.on("duplicate", (n, ctx) => {
+        if (mine.has(ctx.roomId) && !handed.current.has(n.id)) void deliver(n, ctx);
+      }),
+      hub.client.on("connected", (info) => { if (forMe(info)) latest.current.onConnect?.(info); }),
+      hub.client.on("disconnected", (info) => { if (forMe(info)) latest.current.onDisconnect?.(info); }),
+      hub.client.on("recovery", (info) => { if (forMe(info)) latest.current.onRecovery?.(info); }),
+      hub.client.on("error", (err) => { if (forMe(err)) latest.current.onError?.(err); }),
+    ];
+    return () => { for (const off of offs) off(); };
+  }, [hub, rooms, shared]);
+
+  // A new token restarts this hook's rooms if a refused token stopped them.
+  useEffect(() => {
+    const client = hub?.client;
+    if (client && token && roomsRef.current.some((r) => client.roomState(r) === "error")) client.connect();
+  }, [token]); // eslint-disable-line react-hooks/exhaustive-deps
 
   const sendMessage = useCallback(
     /** @type {(frame: string | object, options?: {roomId?: string}) => number} */
-    (frame, opts) => clientRef.current?.send(frame, opts) ?? 0,
-    [],
+    (frame, opts) => {
+      const client = hub?.client;
+      if (!client) return 0;
+      if (opts?.roomId) return client.send(frame, opts);
+      let sent = 0;
+      for (const roomId of roomsRef.current) sent += client.send(frame, { roomId });
+      return sent;
+    },
+    [hub],
   );
-  const ack = useCallback((/** @type {string | string[]} */ ids) => clientRef.current?.ack(ids), []);
+  const ack = useCallback((/** @type {string | string[]} */ ids) => hub?.client.ack(ids), [hub]);
+  const reconnect = useCallback(() => { hub?.client.connect(); }, [hub]);
+
+  const summary = useMemo(() => summarize(hub ? rooms : EMPTY, statuses), [hub, rooms, statuses]);
+  const connection = useMemo(
+    () => ({ state: summary.state, attempt: summary.attempt, lastConnectedAt: summary.lastConnectedAt }),
+    [summary],
+  );
+  const list = useMemo(
+    () => (keep > 0 ? (notifications.length > keep ? notifications.slice(0, keep) : notifications) : EMPTY),
+    [notifications, keep],
+  );
 
   return {
     lastMessage,
-    isConnected: connectionState === "connected",
-    connectionState,
+    notifications: list,
+    isConnected: summary.state === "connected",
+    connectionState: summary.state,
+    connection,
+    error: summary.error,
     sendMessage,
     ack,
+    reconnect,
+    client: hub?.client ?? null,
   };
 }

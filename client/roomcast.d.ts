@@ -26,7 +26,12 @@ export interface DeliveryContext {
   roomId: string;
 }
 
-export type TokenReason = "connect" | "reconnect" | "expired";
+/**
+ * Why a token is asked for: the first connection, a reconnection, after the server closed with
+ * 4001 ("expired"), or after the server refused the token with 401 ("unauthorized"). For the
+ * last two, return a fresh token, not a cached one.
+ */
+export type TokenReason = "connect" | "reconnect" | "expired" | "unauthorized";
 
 export interface RealtimeClientOptions {
   /**
@@ -34,18 +39,28 @@ export interface RealtimeClientOptions {
    * (e.g. to switch servers). Default in a browser: the page's origin.
    */
   url?: string | ((ctx: { roomId: string }) => string | Promise<string>);
-  /** Room ids, e.g. ["user_42", "request_abc"]: one socket each. */
+  /** Room ids, e.g. ["user_42", "request_abc"]: one socket each. `[]` to `join` rooms later. */
   rooms: string[];
   /** A client token (JWT). Used as is on every connection. */
   token?: string;
   /**
    * Called before every (re)connection of every room; return a token (cache it as you like).
-   * After the server closed with 4001, `reason` is "expired" and the client reconnects only if
-   * a different token comes back.
+   * After the server closed with 4001 (`reason` "expired") or refused the token with 401
+   * (`reason` "unauthorized"), the client reconnects only if a different token comes back; a
+   * second 401 in a row is fatal (`unauthorized`).
    */
   getToken?: (ctx: { roomId: string; reason: TokenReason }) => string | Promise<string>;
   /** The WebSocket constructor. Default: globalThis.WebSocket (pass `ws`'s in Node 20). */
   WebSocket?: new (url: string) => WebSocketLike;
+  /**
+   * Used to ask the server why a connection was refused (a GET of the subscribe URL without
+   * Upgrade). Default: globalThis.fetch; without one, every refusal is retried with backoff.
+   */
+  fetch?: (url: string, init: { method: "GET"; credentials: "omit"; signal?: AbortSignal }) => Promise<{
+    status: number;
+    headers?: { get(name: string): string | null };
+    text(): Promise<string>;
+  }>;
   /** Server-side type filter, e.g. ["note.*", "task.created"]. Empty/absent: every type. */
   types?: string[];
   /** Client-side filter: notifications it rejects are neither handed to the app nor acked. */
@@ -62,11 +77,14 @@ export interface RealtimeClientOptions {
   maxDelayMs?: number;
   /** Growth of the delay cap per attempt. Default 2. */
   multiplier?: number;
-  /** Consecutive failed attempts before giving up (state `error`). Default Infinity. */
+  /**
+   * Consecutive failed attempts before giving up (state `error`). Default Infinity. Refusals
+   * that cannot pass by waiting (401 after a fresh token, 403, other 4xx) stop at once.
+   */
   maxReconnectAttempts?: number;
   /** A connection that lasted this long resets the attempt count, ms. Default 10000. */
   stableAfterMs?: number;
-  /** Added to the delay after a 4002 (rate limited) close, ms. Default 30000. */
+  /** Added to the delay after a 4002 close, or a 429 without Retry-After, ms. Default 30000. */
   rateLimitedDelayMs?: number;
   /** How often to send the text frame `ping`, ms (0: never). Default 30000. */
   pingIntervalMs?: number;
@@ -117,6 +135,26 @@ export interface ReconnectingInfo {
   attempt: number;
   delayMs: number;
   code: number | undefined;
+  /**
+   * After a connection that closed before `connected`: the status the subscribe URL answered
+   * (426: it would be accepted now; 429: limited; 5xx; 0: no answer).
+   */
+  status?: number;
+  /** After a 429: the server's Retry-After, ms (`delayMs` is this plus a little jitter). */
+  retryAfterMs?: number;
+}
+
+/** One room's connection, from `roomStatus(roomId)` and the `status` event. */
+export interface RoomStatus {
+  roomId: string;
+  state: ConnectionState;
+  /** Consecutive attempts since the room last connected (0 while connected). */
+  attempt: number;
+  /** When the room last said `connected`, ms since the epoch; null before the first time. */
+  lastConnectedAt: number | null;
+  lastSeq: number | null;
+  /** The fatal error that stopped the room; null unless `state` is "error". */
+  error: RealtimeError | null;
 }
 
 export interface RecoveryInfo {
@@ -140,12 +178,17 @@ export interface RealtimeEvents {
   ack: (info: { roomId: string; ids: string[] }) => void;
   duplicate: (n: Notification, ctx: DeliveryContext) => void;
   error: (error: RealtimeError) => void;
+  /** A room's state, attempt count or last connection time changed. */
+  status: (status: RoomStatus) => void;
 }
 
 export type RealtimeErrorCode =
   | "token_error"
   | "token_expired"
   | "no_token"
+  | "unauthorized"
+  | "forbidden"
+  | "refused"
   | "invalid_frames"
   | "max_reconnect_attempts"
   | "connect_failed"
@@ -154,12 +197,24 @@ export type RealtimeErrorCode =
   | (string & {});
 
 export class RealtimeError extends Error {
-  constructor(code: string, message: string, details?: { roomId?: string; fatal?: boolean; cause?: unknown; closeCode?: number });
+  constructor(code: string, message: string, details?: {
+    roomId?: string; fatal?: boolean; cause?: unknown; closeCode?: number; status?: number; serverCode?: string;
+  });
+  /**
+   * Fatal: "unauthorized" (401 after a fresh token), "forbidden" (403: room or origin not
+   * allowed), "refused" (another 4xx), "token_expired", "no_token", "invalid_frames",
+   * "max_reconnect_attempts". Not fatal: "token_error", "connect_failed", "handler_error",
+   * "filter_error", and the codes of the server's error frames.
+   */
   readonly code: RealtimeErrorCode;
   readonly roomId: string | undefined;
   /** true when the error stopped the room (no more reconnects until `connect()`). */
   readonly fatal: boolean;
   readonly closeCode: number | undefined;
+  /** The HTTP status of a refusal (401, 403, 4xx), when the error is one. */
+  readonly status: number | undefined;
+  /** The server's error code with that refusal, e.g. "forbidden" or "origin_not_allowed". */
+  readonly serverCode: string | undefined;
 }
 
 export class Emitter<Events extends { [K in keyof Events]: (...args: any[]) => unknown }> {
@@ -178,8 +233,20 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
   /** The current type filter (empty: every type). */
   readonly types: string[];
   roomState(roomId: string): ConnectionState | undefined;
-  /** The last seq seen in a room; persist it and pass it back as `since` to resume later. */
+  /**
+   * The last seq seen in a room (also one the client left); persist it and pass it back as
+   * `since` to resume later.
+   */
   lastSeq(roomId: string): number | null;
+  /** One room's state, attempts, last connection time and fatal error; undefined if not held. */
+  roomStatus(roomId: string): RoomStatus | undefined;
+  /**
+   * Adds a room to the live client and opens it. `since` resumes after that seq (0: all the
+   * room still has); without it a room left earlier resumes where it was. No-op if held.
+   */
+  join(roomId: string, options?: { since?: number }): this;
+  /** Closes and removes a room, remembering its last seq for a later `join`. */
+  leave(roomId: string, timeoutMs?: number): Promise<void>;
   /** Opens every room that is not open (also restarts rooms stopped by an error). */
   connect(): this;
   /** Sends pending acks, closes every socket, stops reconnecting. */

@@ -64,7 +64,7 @@ export class RealtimeError extends Error {
   /**
    * @param {string} code
    * @param {string} message
-   * @param {{roomId?: string, fatal?: boolean, cause?: unknown, closeCode?: number}} [details]
+   * @param {{roomId?: string, fatal?: boolean, cause?: unknown, closeCode?: number, status?: number, serverCode?: string}} [details]
    */
   constructor(code, message, details = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -73,6 +73,10 @@ export class RealtimeError extends Error {
     this.roomId = details.roomId;
     this.fatal = details.fatal ?? false;
     this.closeCode = details.closeCode;
+    /** The HTTP status the subscribe URL answered when the server refused a connection. */
+    this.status = details.status;
+    /** The server's error code with that answer (e.g. "forbidden", "origin_not_allowed"). */
+    this.serverCode = details.serverCode;
   }
 }
 
@@ -168,6 +172,25 @@ function wsBase(url) {
   return u;
 }
 
+/** The http(s) base for an http(s) or ws(s) URL, without a trailing slash (for the probe). */
+function httpBase(url) {
+  const u = String(url).replace(/\/+$/, "");
+  if (/^wss:/i.test(u)) return "https:" + u.slice(4);
+  if (/^ws:/i.test(u)) return "http:" + u.slice(3);
+  return u;
+}
+
+/** Retry-After (delta seconds or an HTTP date) in ms; undefined when absent or unreadable. */
+function retryAfterMs(value) {
+  if (value == null || value === "") return undefined;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+/** How many left rooms' positions a client remembers for a later join. */
+const MAX_POSITIONS = 256;
+
 /**
  * @typedef {'disconnected'|'connecting'|'connected'|'reconnecting'|'error'} ConnectionState
  */
@@ -186,6 +209,13 @@ function wsBase(url) {
  *   `recovered:false` means the server no longer had everything since: refetch your state.
  * - `subscribed` ({roomId, types}), `ack` ({roomId, ids}), `duplicate` (n, {roomId}),
  *   `error` (RealtimeError).
+ * - `status` (RoomStatus): a room's state, attempt count or last connection time changed.
+ *
+ * A connection that closes before the server said `connected` was refused or never reached
+ * the server; browsers cannot tell which (they report 1006). So the client asks the subscribe
+ * URL without `Upgrade` (the probe), which answers the status the upgrade got: 401 → one fresh
+ * token, then a fatal `unauthorized`; 403 → fatal `forbidden`; 429 → wait Retry-After;
+ * network errors, 5xx and 426 ("would have been accepted") → back off as for any drop.
  */
 export class RealtimeClient extends Emitter {
   #opts;
@@ -197,6 +227,9 @@ export class RealtimeClient extends Emitter {
   #state = "disconnected";
   #closed = true;
   #random;
+  #fetch;
+  /** roomId -> last seq of rooms that were left, so joining again resumes. */
+  #positions = new Map();
 
   /**
    * @param {import("./roomcast.d.ts").RealtimeClientOptions} options
@@ -206,13 +239,12 @@ export class RealtimeClient extends Emitter {
     // An option given as undefined takes its default.
     const o = { ...DEFAULTS };
     for (const [k, v] of Object.entries(options)) if (v !== undefined) o[k] = v;
-    const rooms = o.rooms ?? (o.room ? [o.room] : []);
-    if (!Array.isArray(rooms) || rooms.length === 0) {
-      throw new TypeError("RealtimeClient needs `rooms` (an array of room ids)");
+    const rooms = o.rooms ?? (o.room ? [o.room] : undefined);
+    // An explicit empty list is fine: rooms can be joined later.
+    if (!Array.isArray(rooms)) {
+      throw new TypeError("RealtimeClient needs `rooms` (an array of room ids; [] to join later)");
     }
-    for (const r of rooms) {
-      if (typeof r !== "string" || !ROOM_ID.test(r)) throw new TypeError(`invalid room id: ${r}`);
-    }
+    for (const r of rooms) checkRoomId(r);
     if (o.token == null && typeof o.getToken !== "function") {
       throw new TypeError("RealtimeClient needs `token` (a string) or `getToken` (a function)");
     }
@@ -226,27 +258,11 @@ export class RealtimeClient extends Emitter {
     this.#opts = o;
     this.#WS = WS;
     this.#random = typeof o.random === "function" ? o.random : Math.random;
+    // Called as a plain function: a browser's fetch must not be called as a method of another object.
+    this.#fetch = typeof o.fetch === "function" ? o.fetch
+      : typeof globalThis.fetch === "function" ? (...args) => globalThis.fetch(...args) : null;
     this.#types = [...new Set(o.types ?? [])];
-    for (const id of new Set(rooms)) {
-      const since = o.since?.[id];
-      this.#rooms.set(id, {
-        id,
-        state: "idle",
-        everConnected: false,
-        ws: null,
-        gen: 0,
-        attempt: 0,
-        lastSeq: Number.isSafeInteger(since) && since >= 0 ? since : null,
-        resumeFrom: null,
-        token: null,
-        connectedAt: 0,
-        connectionId: null,
-        timers: { reconnect: null, ping: null, pong: null, connect: null, ack: null },
-        ackQueue: new Set(),
-        chain: Promise.resolve(),
-        closing: null,
-      });
-    }
+    for (const id of new Set(rooms)) this.#rooms.set(id, newRoom(id, o.since?.[id]));
     if (o.autoConnect !== false) this.connect();
   }
 
@@ -282,7 +298,71 @@ export class RealtimeClient extends Emitter {
    * @returns {number | null}
    */
   lastSeq(roomId) {
-    return this.#rooms.get(roomId)?.lastSeq ?? null;
+    return this.#rooms.get(roomId)?.lastSeq ?? this.#positions.get(roomId) ?? null;
+  }
+
+  /**
+   * One room's connection: state, consecutive attempts, when it last connected (ms since the
+   * epoch, null before the first time), last seq, and the fatal error that stopped it (null
+   * unless its state is `error`). Undefined for a room the client does not hold.
+   * @param {string} roomId
+   * @returns {import("./roomcast.d.ts").RoomStatus | undefined}
+   */
+  roomStatus(roomId) {
+    const room = this.#rooms.get(roomId);
+    if (!room) return undefined;
+    return {
+      roomId,
+      state: publicState(room),
+      attempt: room.attempt,
+      lastConnectedAt: room.lastConnectedAt,
+      lastSeq: room.lastSeq,
+      error: room.state === "error" ? room.error : null,
+    };
+  }
+
+  /**
+   * Adds a room to a live client and opens it (unless the client is closed: then at the next
+   * `connect()`). `since` resumes after that seq (0: everything the room still has); without
+   * it, a room this client left earlier resumes where it was, and a new one starts with the
+   * offline queue. Joining a room the client holds does nothing.
+   * @param {string} roomId
+   * @param {{since?: number}} [options]
+   * @returns {this}
+   */
+  join(roomId, options = {}) {
+    checkRoomId(roomId);
+    if (this.#rooms.has(roomId)) return this;
+    const since = options.since ?? this.#positions.get(roomId);
+    this.#positions.delete(roomId);
+    const room = newRoom(roomId, since);
+    this.#rooms.set(roomId, room);
+    if (!this.#closed) this.#open(room, "connect");
+    this.#updateState();
+    return this;
+  }
+
+  /**
+   * Removes a room: sends its pending acks, closes its socket, stops reconnecting it. Its last
+   * seq is remembered, so a later `join` resumes without a gap. Resolves once the socket closed
+   * (or after `timeoutMs`).
+   * @param {string} roomId
+   * @param {number} [timeoutMs]
+   * @returns {Promise<void>}
+   */
+  leave(roomId, timeoutMs = 2000) {
+    const room = this.#rooms.get(roomId);
+    if (!room) return Promise.resolve();
+    this.#flushAcks(room);
+    const ws = room.ws;
+    this.#stop(room, "closed");
+    this.#rooms.delete(roomId);
+    if (room.lastSeq !== null) {
+      this.#positions.set(roomId, room.lastSeq);
+      if (this.#positions.size > MAX_POSITIONS) this.#positions.delete(this.#positions.keys().next().value);
+    }
+    this.#updateState();
+    return closeSocket(ws, timeoutMs);
   }
 
   /** Opens every room that is not open or opening (also restarts rooms stopped by an error). */
@@ -311,15 +391,7 @@ export class RealtimeClient extends Emitter {
       this.#flushAcks(room);
       const ws = room.ws;
       this.#stop(room, "closed");
-      if (ws && ws.readyState !== 3) {
-        waits.push(new Promise((resolve) => {
-          const t = setTimeout(resolve, timeoutMs);
-          const done = () => { clearTimeout(t); resolve(); };
-          if (typeof ws.addEventListener === "function") ws.addEventListener("close", done);
-          else ws.onclose = done;
-        }));
-        try { ws.close(1000, "client closed"); } catch { /* already closing */ }
-      }
+      waits.push(closeSocket(ws, timeoutMs));
     }
     this.#updateState();
     return Promise.all(waits).then(() => undefined);
@@ -390,6 +462,7 @@ export class RealtimeClient extends Emitter {
   async #open(room, reason) {
     const gen = ++room.gen;
     this.#clearTimers(room);
+    room.error = null;
     room.state = room.everConnected ? "reconnecting" : "connecting";
     this.#updateState();
     const o = this.#opts;
@@ -401,7 +474,8 @@ export class RealtimeClient extends Emitter {
     } catch (err) {
       if (gen !== room.gen || this.#closed) return;
       this.emit("error", new RealtimeError("token_error", `getToken failed: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
-      if (reason === "expired") return this.#fail(room, "token_expired", "the token expired and getToken could not supply a new one", 4001);
+      if (reason === "expired") return this.#fail(room, "token_expired", "the token expired and getToken could not supply a new one", { closeCode: 4001 });
+      if (reason === "unauthorized") return this.#failUnauthorized(room, "getToken failed after the server refused the token");
       return this.#retry(room, undefined);
     }
     if (gen !== room.gen || this.#closed) return;
@@ -409,12 +483,15 @@ export class RealtimeClient extends Emitter {
       return this.#fail(room, "no_token", "no token: getToken returned nothing");
     }
     if (reason === "expired" && token === room.token) {
-      return this.#fail(room, "token_expired", "the server closed the connection for the token (4001) and no new token is available", 4001);
+      return this.#fail(room, "token_expired", "the server closed the connection for the token (4001) and no new token is available", { closeCode: 4001 });
+    }
+    if (reason === "unauthorized" && token === room.token) {
+      return this.#failUnauthorized(room, "getToken returned the same token again");
     }
     if (typeof o.getToken !== "function") {
       const exp = tokenExp(token);
       if (exp !== undefined && exp * 1000 <= Date.now() && reason !== "connect") {
-        return this.#fail(room, "token_expired", "the token has expired; pass getToken to refresh it", 4001);
+        return this.#fail(room, "token_expired", "the token has expired; pass getToken to refresh it", { closeCode: 4001 });
       }
     }
     room.token = token;
@@ -425,7 +502,9 @@ export class RealtimeClient extends Emitter {
     if (this.#types.length) params.set("types", this.#types.join(","));
     const base = typeof o.url === "function" ? await o.url({ roomId: room.id }) : (o.url ?? globalThis.location.origin);
     if (gen !== room.gen || this.#closed) return;
-    const url = `${wsBase(base)}/rooms/${encodeURIComponent(room.id)}/subscribe?${params}`;
+    const path = `/rooms/${encodeURIComponent(room.id)}/subscribe?${params}`;
+    const url = wsBase(base) + path;
+    room.probeUrl = httpBase(base) + path;
 
     let ws;
     try {
@@ -451,6 +530,8 @@ export class RealtimeClient extends Emitter {
     room.state = "connected";
     room.everConnected = true;
     room.connectedAt = Date.now();
+    room.lastConnectedAt = room.connectedAt;
+    room.authRetried = false;
     room.connectionId = hello.connectionId ?? null;
     const serverSeq = typeof hello.lastSeq === "number" ? hello.lastSeq : null;
     // Without a known seq, start from the room's; a room whose log is behind ours (storage
@@ -555,29 +636,103 @@ export class RealtimeClient extends Emitter {
     this.emit("disconnected", { roomId: room.id, code, reason, wasConnected });
     if (wasConnected && Date.now() - room.connectedAt >= this.#opts.stableAfterMs) room.attempt = 0;
     if (code === CloseCode.INVALID_FRAMES) {
-      return this.#fail(room, "invalid_frames", `the server closed the connection for invalid frames (4003): ${reason}`, code);
+      return this.#fail(room, "invalid_frames", `the server closed the connection for invalid frames (4003): ${reason}`, { closeCode: code });
     }
     if (code === CloseCode.AUTH && typeof this.#opts.getToken !== "function") {
-      return this.#fail(room, "token_expired", `the server refused the token (4001): ${reason}`, code);
+      return this.#fail(room, "token_expired", `the server refused the token (4001): ${reason}`, { closeCode: code });
     }
+    if (!wasConnected) return void this.#probe(room, code);
     this.#retry(room, code);
   }
 
-  /** Schedules the next attempt, or gives up after maxReconnectAttempts. */
-  #retry(room, code) {
+  /**
+   * The socket closed before `connected`: asks the subscribe URL without Upgrade what the
+   * upgrade got, and stops, waits or backs off accordingly.
+   */
+  async #probe(room, code) {
+    const gen = room.gen;
+    const url = room.probeUrl;
+    if (!this.#fetch || !url) return this.#retry(room, code);
+    let status = 0;
+    let retryAfter;
+    let body;
+    const ctrl = typeof AbortController === "function" ? new AbortController() : undefined;
+    const timer = ctrl ? setTimeout(() => ctrl.abort(), this.#opts.connectTimeoutMs) : undefined;
+    try {
+      // A simple GET (the token is in the query): no CORS preflight.
+      const res = await this.#fetch(url, { method: "GET", credentials: "omit", signal: ctrl?.signal });
+      status = res.status;
+      retryAfter = res.headers?.get?.("retry-after") ?? undefined;
+      const text = await res.text();
+      try { body = JSON.parse(text); } catch { /* not JSON */ }
+    } catch {
+      // No answer (network, CORS, timeout): like any other drop.
+    } finally {
+      clearTimeout(timer);
+    }
+    if (gen !== room.gen || this.#closed || room.state === "closed") return;
+    const refusal = { status, serverCode: body?.error?.code, serverMessage: body?.error?.message };
+    room.refusal = refusal;
+    const says = `${status}${refusal.serverCode ? ` ${refusal.serverCode}` : ""}${refusal.serverMessage ? `: ${refusal.serverMessage}` : ""}`;
+    if (status === 401) {
+      const max = this.#opts.maxReconnectAttempts;
+      if (typeof this.#opts.getToken === "function" && !room.authRetried && room.attempt < max) {
+        // Once per refusal streak: a cached token may just have expired.
+        room.authRetried = true;
+        return this.#retry(room, code, { status, delayMs: 0, reason: "unauthorized" });
+      }
+      return this.#failUnauthorized(room, typeof this.#opts.getToken === "function"
+        ? "a fresh token from getToken was refused too"
+        : "pass getToken to supply fresh tokens");
+    }
+    if (status === 403) {
+      return this.#fail(room, "forbidden", `not allowed in this room (${says})`, { status, serverCode: refusal.serverCode });
+    }
+    if (status === 429) {
+      return this.#retry(room, code, { status, retryAfterMs: retryAfterMs(retryAfter) });
+    }
+    if (status >= 400 && status < 500 && status !== 408 && status !== 426) {
+      // The request itself is wrong (bad room id, query, route): repeating it cannot help.
+      return this.#fail(room, "refused", `the server refused the connection (${says})`, { status, serverCode: refusal.serverCode });
+    }
+    // 426 (it would be accepted now), 5xx, no answer: a passing problem.
+    this.#retry(room, code, { status });
+  }
+
+  #failUnauthorized(room, why) {
+    const r = room.refusal ?? {};
+    const says = `401${r.serverCode ? ` ${r.serverCode}` : ""}${r.serverMessage ? `: ${r.serverMessage}` : ""}`;
+    this.#fail(room, "unauthorized", `the server refused the token (${says}); ${why}`, { status: 401, serverCode: r.serverCode });
+  }
+
+  /**
+   * Schedules the next attempt, or gives up after maxReconnectAttempts. `plan` carries what
+   * the probe learned: its `status`, a `retryAfterMs` to honour, or a fixed `delayMs` and
+   * token `reason` (the fresh-token retry after a 401).
+   */
+  #retry(room, code, plan = {}) {
     if (this.#closed) return;
     room.ws = null;
     room.attempt += 1;
     const max = this.#opts.maxReconnectAttempts;
     if (room.attempt > max) {
-      return this.#fail(room, "max_reconnect_attempts", `gave up after ${max} reconnect attempts`, code);
+      return this.#fail(room, "max_reconnect_attempts", `gave up after ${max} reconnect attempts`, { closeCode: code, status: plan.status });
     }
-    let delayMs = backoffDelay(room.attempt, this.#opts, this.#random);
-    if (code === CloseCode.RATE_LIMITED) delayMs += this.#opts.rateLimitedDelayMs;
+    let delayMs;
+    if (plan.delayMs !== undefined) delayMs = plan.delayMs;
+    // The server's wait, plus up to initialDelayMs of jitter so the refused do not return at once.
+    else if (plan.retryAfterMs !== undefined) delayMs = plan.retryAfterMs + backoffDelay(1, this.#opts, this.#random);
+    else {
+      delayMs = backoffDelay(room.attempt, this.#opts, this.#random);
+      if (code === CloseCode.RATE_LIMITED || plan.status === 429) delayMs += this.#opts.rateLimitedDelayMs;
+    }
     room.state = room.everConnected ? "reconnecting" : "connecting";
     this.#updateState();
-    this.emit("reconnecting", { roomId: room.id, attempt: room.attempt, delayMs, code });
-    const reason = code === CloseCode.AUTH ? "expired" : room.everConnected ? "reconnect" : "connect";
+    const info = { roomId: room.id, attempt: room.attempt, delayMs, code };
+    if (plan.status !== undefined) info.status = plan.status;
+    if (plan.retryAfterMs !== undefined) info.retryAfterMs = plan.retryAfterMs;
+    this.emit("reconnecting", info);
+    const reason = plan.reason ?? (code === CloseCode.AUTH ? "expired" : room.everConnected ? "reconnect" : "connect");
     room.timers.reconnect = setTimeout(() => this.#open(room, reason), delayMs);
   }
 
@@ -591,10 +746,12 @@ export class RealtimeClient extends Emitter {
     } catch { /* already closed */ }
   }
 
-  #fail(room, code, message, closeCode) {
+  #fail(room, code, message, details = {}) {
+    const err = new RealtimeError(code, `room ${room.id}: ${message}`, { ...details, roomId: room.id, fatal: true });
     this.#stop(room, "error");
+    room.error = err;
     this.#updateState();
-    this.emit("error", new RealtimeError(code, message, { roomId: room.id, fatal: true, closeCode }));
+    this.emit("error", err);
   }
 
   /** Stops a room's socket and timers, leaving it in `state`. */
@@ -661,9 +818,16 @@ export class RealtimeClient extends Emitter {
   }
 
   #updateState() {
+    for (const room of this.#rooms.values()) {
+      const key = `${publicState(room)}|${room.attempt}|${room.lastConnectedAt}`;
+      if (key !== room.statusKey) {
+        room.statusKey = key;
+        this.emit("status", this.roomStatus(room.id));
+      }
+    }
     const states = [...this.#rooms.values()].map(publicState);
     let next;
-    if (this.#closed) next = "disconnected";
+    if (this.#closed || states.length === 0) next = "disconnected";
     else if (states.includes("error")) next = "error";
     else if (states.every((s) => s === "connected")) next = "connected";
     else if (states.includes("reconnecting")) next = "reconnecting";
@@ -675,6 +839,49 @@ export class RealtimeClient extends Emitter {
       this.emit("state", next, prev);
     }
   }
+}
+
+function checkRoomId(r) {
+  if (typeof r !== "string" || !ROOM_ID.test(r)) throw new TypeError(`invalid room id: ${r}`);
+}
+
+/** A room's bookkeeping; `since` (a seq ≥ 0) resumes after it. */
+function newRoom(id, since) {
+  return {
+    id,
+    state: "idle",
+    everConnected: false,
+    ws: null,
+    gen: 0,
+    attempt: 0,
+    lastSeq: Number.isSafeInteger(since) && since >= 0 ? since : null,
+    resumeFrom: null,
+    token: null,
+    connectedAt: 0,
+    lastConnectedAt: null,
+    connectionId: null,
+    timers: { reconnect: null, ping: null, pong: null, connect: null, ack: null },
+    ackQueue: new Set(),
+    chain: Promise.resolve(),
+    error: null,
+    refusal: null,
+    authRetried: false,
+    probeUrl: null,
+    statusKey: null,
+  };
+}
+
+/** Closes a socket and resolves once it closed (or after `timeoutMs`). */
+function closeSocket(ws, timeoutMs) {
+  if (!ws || ws.readyState === 3) return Promise.resolve();
+  const closed = new Promise((resolve) => {
+    const t = setTimeout(resolve, timeoutMs);
+    const done = () => { clearTimeout(t); resolve(); };
+    if (typeof ws.addEventListener === "function") ws.addEventListener("close", done);
+    else ws.onclose = done;
+  });
+  try { ws.close(1000, "client closed"); } catch { /* already closing */ }
+  return closed;
 }
 
 function publicState(room) {

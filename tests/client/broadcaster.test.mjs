@@ -162,3 +162,38 @@ test("5xx on every attempt: gives up after 1 + retries with the last error", asy
   await assert.rejects(rc.broadcastSuccess(u, "x.y"), (err) => err.status === 0 && err.code === "network_error" && err.attempts === 3);
   plan = [];
 });
+
+test("without url and apiKey it reads ROOMCAST_URL / ROOMCAST_API_KEY, else REALTIME_URL / REALTIME_API_KEY", async (t) => {
+  const names = ["ROOMCAST_URL", "ROOMCAST_API_KEY", "REALTIME_URL", "REALTIME_API_KEY"];
+  const saved = Object.fromEntries(names.map((k) => [k, process.env[k]]));
+  t.after(() => {
+    for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+  });
+  for (const k of names) delete process.env[k];
+  assert.throws(() => createBroadcaster(), /needs `url`.*ROOMCAST_URL or REALTIME_URL in the environment/);
+  process.env.REALTIME_URL = proxyUrl();
+  assert.throws(() => createBroadcaster(), /needs `apiKey`.*ROOMCAST_API_KEY or REALTIME_API_KEY in the environment/);
+
+  const u = uid();
+  const { client, seen } = makeClient({ url: w.base, rooms: [`user_${u}`], token: tokenFor(u) });
+  try {
+    await waitForState(client, "connected");
+    // The original design's names.
+    process.env.REALTIME_API_KEY = API_KEY;
+    seenByProxy.length = 0;
+    await createBroadcaster().broadcastSuccess(u, "env.realtime");
+    assert.equal(seenByProxy.length, 1, "through REALTIME_URL (the proxy)");
+    // ROOMCAST_* come first; a wrong key in REALTIME_API_KEY is not used.
+    process.env.ROOMCAST_URL = w.base;
+    process.env.ROOMCAST_API_KEY = API_KEY;
+    process.env.REALTIME_API_KEY = "wrong";
+    await createBroadcaster().broadcastSuccess(u, "env.roomcast");
+    assert.equal(seenByProxy.length, 1, "straight to ROOMCAST_URL");
+    // Options win over the environment.
+    await assert.rejects(createBroadcaster({ apiKey: "wrong" }).broadcastSuccess(u, "x"), (e) => e.status === 401);
+    await waitForCount(client, seen, 2);
+    assert.deepEqual(seen.map((s) => s.type), ["env.realtime", "env.roomcast"]);
+  } finally {
+    await client.close();
+  }
+});

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { startWorker, ROOT } from "../support/harness.mjs";
+import { startWorker, tokenFor, signHs256, API_KEY, ROOT } from "../support/harness.mjs";
 
 const CHROMIUM = process.env.ROOMCAST_CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = path.join(ROOT, "tests/artifacts");
@@ -101,5 +101,102 @@ test("without DEV_MODE the page has no mint button and no publish form", async (
   assert.equal(await p.isVisible("#connect"), true);
   // The probe's 404 is the only failed request the console reports.
   assert.ok(errors.every((e) => /404/.test(e)), errors.join("\n"));
+  await p.close();
+});
+
+// Refusals in a real browser: Chromium reports a refused upgrade only as close 1006, so the
+// client must ask the server why. The page loads the repo's client/roomcast.js (the file the
+// worker serves at that path once built) and counts every WebSocket it opens.
+const CLIENT_JS = path.join(ROOT, "client/roomcast.js");
+
+async function refusalPage(w) {
+  const { p, errors } = await page();
+  await p.route(`${w.base}/client/roomcast.js`, (route) =>
+    route.fulfill({ path: CLIENT_JS, contentType: "text/javascript; charset=utf-8" }));
+  await p.route(`${w.base}/refusals.html`, (route) =>
+    route.fulfill({ contentType: "text/html; charset=utf-8", body: "<!doctype html><title>refusals</title>" }));
+  await p.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.__sockets = [];
+    window.WebSocket = class extends Native {
+      constructor(url, protocols) {
+        super(url, protocols);
+        window.__sockets.push(new URL(url).pathname);
+      }
+    };
+  });
+  const probes = [];
+  p.on("request", (r) => {
+    if (r.resourceType() === "fetch" && new URL(r.url()).pathname.endsWith("/subscribe")) probes.push(new URL(r.url()).pathname);
+  });
+  await p.goto(`${w.base}/refusals.html`);
+  return { p, errors, probes };
+}
+
+/** Starts a RealtimeClient in the page; resolves with its first fatal error and how long it took. */
+function startClient(p, args) {
+  return p.evaluate(async ({ room, tokens }) => {
+    const { RealtimeClient } = await import("/client/roomcast.js");
+    const t0 = Date.now();
+    let asked = 0;
+    return new Promise((resolve) => {
+      const client = new RealtimeClient({
+        rooms: [room],
+        // Each call hands out the next token (the last one again when they run out).
+        getToken: () => tokens[Math.min(asked++, tokens.length - 1)],
+        initialDelayMs: 100,
+        maxDelayMs: 200,
+      });
+      window.__client = client;
+      // A client that never gives up must fail the test, not hang it.
+      setTimeout(() => resolve({ code: "none within 8 s", state: client.state, asked }), 8000);
+      client.on("error", (e) => {
+        if (!e.fatal) return;
+        resolve({ code: e.code, roomId: e.roomId, status: e.status, message: e.message, ms: Date.now() - t0, asked, state: client.state });
+      });
+    });
+  }, args);
+}
+
+test("in Chromium, a wrong token and a forbidden room each end in the fatal error, with no further attempts", async () => {
+  const w = await startWorker();
+  workers.push(w);
+  const { p, errors, probes } = await refusalPage(w);
+  const u = `c${Date.now().toString(36)}`;
+  const sockets = (room) => p.evaluate((r) => window.__sockets.filter((s) => s === `/rooms/${r}/subscribe`).length, room);
+
+  // Wrong tokens (signed with another secret): one fresh getToken, then `unauthorized`.
+  const mine = `user_${u}`;
+  const wrong = (i) => signHs256({ sub: u, exp: Math.floor(Date.now() / 1000) + 3600, i }, "not-the-server-secret-0123456789abcdef");
+  const unauthorized = await startClient(p, { room: mine, tokens: [wrong(1), wrong(2)] });
+  assert.equal(unauthorized.code, "unauthorized");
+  assert.equal(unauthorized.roomId, mine);
+  assert.equal(unauthorized.status, 401);
+  assert.match(unauthorized.message, new RegExp(`^room ${mine}: the server refused the token \\(401 unauthorized`));
+  assert.equal(unauthorized.state, "error");
+  assert.equal(unauthorized.asked, 2);
+  assert.ok(unauthorized.ms < 5000, `took ${unauthorized.ms} ms`);
+  assert.equal(await sockets(mine), 2);
+  assert.equal(probes.length, 2, "one probe per refused socket");
+
+  // A room the (valid) token may not enter: `forbidden` at once.
+  const theirs = `request_${u}-not-mine`;
+  const forbidden = await startClient(p, { room: theirs, tokens: [tokenFor(u)] });
+  assert.equal(forbidden.code, "forbidden");
+  assert.equal(forbidden.roomId, theirs);
+  assert.equal(forbidden.status, 403);
+  assert.match(forbidden.message, new RegExp(`^room ${theirs}: not allowed in this room \\(403 forbidden`));
+  assert.ok(forbidden.ms < 5000, `took ${forbidden.ms} ms`);
+  assert.equal(await sockets(theirs), 1);
+  assert.equal(probes.length, 3);
+
+  // Many backoff periods later, nothing more was attempted.
+  await p.waitForTimeout(1500);
+  assert.deepEqual([await sockets(mine), await sockets(theirs), probes.length], [2, 1, 3]);
+  for (const room of [mine, theirs]) {
+    const h = await w.request("GET", `/rooms/${room}/health`, { headers: { authorization: `Bearer ${API_KEY}` } });
+    assert.equal(h.body.connections, 0);
+  }
+  assert.deepEqual(errors.filter((e) => !/status of 40[13]|WebSocket/.test(e)), [], "no page errors");
   await p.close();
 });

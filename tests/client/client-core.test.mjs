@@ -4,6 +4,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startWorker, tokenFor, API_KEY } from "../support/harness.mjs";
 import { RealtimeClient, backoffDelay } from "../../client/roomcast.js";
+import WebSocket from "ws";
 import {
   makeClient, waitForState, waitForEvent, waitForCount, pollUntil, quiet, deferred,
 } from "./helpers.mjs";
@@ -37,7 +38,9 @@ test("backoffDelay: full jitter under an exponentially growing cap", () => {
 });
 
 test("the constructor refuses what cannot work", () => {
-  assert.throws(() => new RealtimeClient({ url: w.base, rooms: [], token: "t", autoConnect: false }), /rooms/);
+  assert.throws(() => new RealtimeClient({ url: w.base, token: "t", autoConnect: false }), /rooms/);
+  // An explicit empty list is a client whose rooms are joined later.
+  assert.deepEqual(new RealtimeClient({ url: w.base, rooms: [], token: "t", WebSocket, autoConnect: false }).rooms, []);
   assert.throws(() => new RealtimeClient({ url: w.base, rooms: ["a/b"], token: "t", autoConnect: false }), /invalid room id/);
   assert.throws(() => new RealtimeClient({ url: w.base, rooms: ["r"], autoConnect: false }), /token/);
   // Node 20 has no global WebSocket: the client says what to pass.

@@ -90,3 +90,27 @@ export function quiet(emitter, event, ms) {
     const t = setTimeout(() => { off(); resolve(true); }, ms);
   });
 }
+
+/**
+ * A `ws` WebSocket class that counts the sockets it was asked to open per room (refused ones
+ * included), and how many of them are still open or opening.
+ */
+export function countingWebSocket() {
+  const opened = new Map();
+  const live = new Map();
+  const bump = (map, room, by) => map.set(room, (map.get(room) ?? 0) + by);
+  class CountingWebSocket extends WebSocket {
+    constructor(url, ...rest) {
+      super(url, ...rest);
+      const room = decodeURIComponent(new URL(url).pathname.split("/")[2]);
+      bump(opened, room, 1);
+      bump(live, room, 1);
+      this.addEventListener("close", () => bump(live, room, -1));
+    }
+  }
+  return {
+    WebSocket: CountingWebSocket,
+    opened: (room) => opened.get(room) ?? 0,
+    live: (room) => live.get(room) ?? 0,
+  };
+}

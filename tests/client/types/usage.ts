@@ -1,8 +1,10 @@
 // Compiled by types.test.mjs with `tsc --noEmit`: how an app uses the client's types. The lines
 // marked to expect an error must be errors, so the types also refuse what they should.
-import { RealtimeClient, backoffDelay, CloseCode, type Notification, type ConnectionState } from "../../../client/roomcast.js";
-import { useRealtime } from "../../../client/react.js";
-import { createBroadcaster, BroadcastError } from "../../../client/broadcaster.js";
+import {
+  RealtimeClient, RealtimeError, backoffDelay, CloseCode, type Notification, type ConnectionState, type RoomStatus,
+} from "../../../client/roomcast.js";
+import { useRealtime, RealtimeProvider, useRealtimeClient, type ConnectionInfo } from "../../../client/react.js";
+import { createBroadcaster, BroadcastError, ENV } from "../../../client/broadcaster.js";
 
 interface NoteData { entityId: string; title: string }
 
@@ -22,7 +24,29 @@ const off: () => void = client.on("notification", async (n, { roomId }) => {
 off();
 client.on("state", (state: ConnectionState, previous) => void [state, previous]);
 client.on("recovery", ({ recovered, since }) => { if (!recovered) void since; });
-client.on("error", (e) => { if (e.fatal) void e.code; });
+client.on("error", (e) => {
+  if (e.fatal && (e.code === "unauthorized" || e.code === "forbidden")) {
+    const why: string | undefined = e.serverCode;
+    const status: number | undefined = e.status;
+    void [e.roomId, why, status];
+  }
+});
+client.on("reconnecting", ({ status, retryAfterMs, delayMs }) => void [status, retryAfterMs, delayMs]);
+client.on("status", (s: RoomStatus) => {
+  const at: number | null = s.lastConnectedAt;
+  const err: RealtimeError | null = s.error;
+  void [at, err, s.attempt, s.state];
+});
+// Rooms on a live client; getToken is told why it is asked.
+const dynamic = new RealtimeClient({
+  url: "https://rt.example.com",
+  rooms: [],
+  getToken: ({ reason }) => (reason === "unauthorized" || reason === "expired" ? "fresh" : "cached"),
+});
+dynamic.join("request_abc", { since: 0 }).join("team_1");
+// The platform's fetch fits the probe's `fetch` option.
+void new RealtimeClient({ rooms: ["user_42"], token: "t", fetch, autoConnect: false });
+void dynamic.leave("team_1").then(() => dynamic.roomStatus("request_abc")?.attempt);
 client.ack(["a", "b"]);
 client.subscribe(["task.*"]);
 const n: number = client.send({ type: "ping" }, { roomId: "user_42" });
@@ -37,22 +61,45 @@ new RealtimeClient({ token: "t" });
 // @ts-expect-error: not a state
 const bad: ConnectionState = "open";
 void bad;
+// @ts-expect-error: since is a number
+dynamic.join("r", { since: "3" });
+// @ts-expect-error: not a token reason
+new RealtimeClient({ rooms: [], getToken: ({ reason }) => (reason === "refreshed" ? "a" : "b") });
 
 function Component() {
-  const { lastMessage, isConnected, connectionState, sendMessage } = useRealtime({
+  const { lastMessage, isConnected, connectionState, sendMessage, notifications, connection, error, reconnect, client: c } = useRealtime({
     userId: "42",
     requestId: "abc",
     token: "jwt",
+    keep: 50,
     onMessage: (m: Notification) => void m.id,
     onError: (e) => void e.message,
   });
   const t: string | undefined = lastMessage?.type;
-  void [t, isConnected, connectionState, sendMessage("ping")];
+  const first: Notification | undefined = notifications[0];
+  const info: ConnectionInfo = connection;
+  const attempts: number = connection.attempt;
+  const since: number | null = connection.lastConnectedAt;
+  if (error?.code === "unauthorized") reconnect();
+  void [t, first, info, attempts, since, isConnected, connectionState, sendMessage("ping"), c?.rooms];
+  // @ts-expect-error: the list is read-only
+  notifications.push(first!);
 }
 void Component;
 
+function App() {
+  const shared: RealtimeClient | null = useRealtimeClient();
+  void shared;
+  return RealtimeProvider({ url: "https://rt.example.com", getToken: async () => "jwt", children: null });
+}
+void App;
+
 async function handler() {
   const rc = createBroadcaster({ url: "https://rt.example.com", apiKey: "k", retries: 3 });
+  // url and apiKey from the environment (ENV lists the names).
+  const fromEnv = createBroadcaster();
+  const first: "ROOMCAST_URL" = ENV.url[0];
+  void [fromEnv, first];
   const r = await rc.broadcastSuccess("42", "note.created", { id: 1 }, { requestId: "abc", idempotencyKey: "run:1" });
   const dup: boolean = r.rooms["user_42"].duplicate;
   await rc.broadcastError("42", "note.failed", new Error("x"), { requestId: "abc" });
