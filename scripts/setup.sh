@@ -41,6 +41,20 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   cp package-lock.json "$stamp"
 fi
 
+# The Python client (python/) and its test tools, in a venv at .venv: installed editable, so
+# only a changed python/pyproject.toml (dependencies, pins) needs a reinstall.
+command -v python3 >/dev/null || { say "Python >= 3.11 (python3) is required"; exit 1; }
+py_stamp=.venv/.roomcast-pyproject
+if [ ! -x .venv/bin/python ]; then
+  say "creating the Python venv .venv"
+  python3 -m venv .venv >&2
+fi
+if ! cmp -s python/pyproject.toml "$py_stamp"; then
+  say "installing the Python client and its test tools into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e "./python[test]" >&2
+  cp python/pyproject.toml "$py_stamp"
+fi
+
 # Local development settings: copied once, never overwritten.
 if [ ! -f .dev.vars ]; then
   cp .dev.vars.example .dev.vars

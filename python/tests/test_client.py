@@ -65,7 +65,7 @@ async def test_a_raising_handler_gets_the_redelivery(worker: ServedWorker, make_
     await eventually(lambda: len(attempts) == 2, what="the redelivery reached the handler")
 
     async def acked() -> bool:
-        return (await worker.history(room))[0]["deliveryStatus"] == "acked"
+        return bool((await worker.history(room))[0]["deliveryStatus"] == "acked")
 
     await eventually(acked, what="acked after the second, successful handling")
     assert attempts == [1, 2]
@@ -195,7 +195,7 @@ async def test_async_with_closes_the_sockets_and_ends_iteration(worker: ServedWo
 
 def _no_connections(worker: ServedWorker, room: str) -> Any:
     async def check() -> bool:
-        return (await worker.health(room))["connections"] == 0
+        return bool((await worker.health(room))["connections"] == 0)
 
     return check
 

@@ -383,6 +383,11 @@ class RealtimeClient:
         for room in rooms:
             room.task = room.dispatcher = room.ack_task = None
             room.ws = None
+            # Received but not handed over: forget them, so that a later connection's replay or
+            # redelivery hands them to the app instead of dropping them as duplicates.
+            while not room.inbox.empty():
+                n, entry = room.inbox.get_nowait()
+                self._forget(n.id, entry)
         for stream in list(self._streams):
             stream.queue.put_nowait(_End(None))
         self._update_state()
@@ -810,7 +815,15 @@ class RealtimeClient:
     async def _dispatch_loop(self, room: _Room) -> None:
         while True:
             n, entry = await room.inbox.get()
-            await self._dispatch(room, n, entry)
+            try:
+                await self._dispatch(room, n, entry)
+            except asyncio.CancelledError:
+                self._forget(n.id, entry)  # closed while the app was handling it
+                raise
+
+    def _forget(self, nid: str, entry: _Seen) -> None:
+        if self._seen.get(nid) is entry:
+            del self._seen[nid]
 
     async def _dispatch(self, room: _Room, n: Notification, entry: _Seen) -> None:
         # Nothing is acked that nobody handled: wait for a handler or an `async for`.
@@ -824,8 +837,7 @@ class RealtimeClient:
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None or any(r is False for r in results):
             # Not acked: the server redelivers it, and then it is handed to the app again.
-            if self._seen.get(n.id) is entry:
-                del self._seen[n.id]
+            self._forget(n.id, entry)
             if failure is not None:
                 err = RealtimeError(
                     "handler_error", f"room {room.id}: notification handler raised: {failure!r}", room_id=room.id
