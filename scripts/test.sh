@@ -22,4 +22,5 @@ shopt -s globstar nullglob
 node --test --test-concurrency=1 tests/**/*.test.mjs
 
 echo "== Python client tests (workerd)" >&2
+[ -x .venv/bin/python ] || { echo "the Python client tests need python3 >= 3.11 (scripts/setup.sh makes .venv)" >&2; exit 1; }
 (cd python && ../.venv/bin/python -m pytest)
