@@ -242,3 +242,19 @@ async def test_keepalive_replaces_a_peer_that_stops_answering(make_client: Any) 
         connected = await rec.wait("connected", 2, timeout=5)
         assert connected[1].connection_id == "c2", "replaced by a new connection"
         await client.close()
+
+
+async def test_bad_input_gets_a_clear_error_before_any_connection() -> None:
+    with pytest.raises(ValueError, match="invalid room id"):
+        RealtimeClient("http://127.0.0.1:1", ["../etc"], token="t")
+    with pytest.raises(ValueError, match="token"):
+        RealtimeClient("http://127.0.0.1:1", ["user_a"])
+    with pytest.raises(ValueError, match="http"):
+        RealtimeClient("ftp://example.com", ["user_a"], token="t")
+    client = RealtimeClient("http://127.0.0.1:1", ["user_a"], token="t")
+    with pytest.raises(ValueError, match="unknown event"):
+        client.on("notifications", print)  # type: ignore[call-overload]
+    with pytest.raises(RealtimeError, match="connect"):
+        await client.wait_connected(1)
+    await client.close()
+    assert [n async for n in client] == [], "a loop over a closed client ends at once"

@@ -31,6 +31,7 @@ from typing import (
     Mapping,
     Sequence,
     Union,
+    get_args,
     overload,
 )
 from urllib.parse import quote, urlencode
@@ -73,6 +74,7 @@ EventName = Literal[
     "error",
 ]
 
+_EVENTS = frozenset(get_args(EventName))
 ROOM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Most ids one ack frame may carry (server limit).
 MAX_ACK_IDS = 256
@@ -296,7 +298,8 @@ class RealtimeClient:
         self._consumers = asyncio.Event()
         self._state: ConnectionState = "disconnected"
         self._state_changed = asyncio.Event()
-        self._closed = True
+        self._closed = True  # not connecting: before connect() and after close()
+        self._shut = False  # close() was called (and connect() not since)
         self._tasks: set[asyncio.Future[Any]] = set()
 
     # ---- public API ----
@@ -329,6 +332,7 @@ class RealtimeClient:
         """Opens every room that is not open or opening (also restarts rooms stopped by a
         fatal error). Returns at once; ``wait_connected()`` waits for the sockets."""
         self._closed = False
+        self._shut = False
         for room in self._rooms.values():
             if room.dispatcher is None or room.dispatcher.done():
                 room.dispatcher = asyncio.create_task(self._dispatch_loop(room))
@@ -345,7 +349,8 @@ class RealtimeClient:
         async with asyncio.timeout(timeout):
             while True:
                 if self._closed:
-                    raise RealtimeError("closed", "the client is closed")
+                    why = "the client is closed" if self._shut else "call connect() (or use `async with`) first"
+                    raise RealtimeError("closed", why)
                 if self._state == "connected":
                     return
                 fatal = self._first_fatal()
@@ -359,6 +364,7 @@ class RealtimeClient:
         once the sockets are closed (at most ``timeout`` seconds each) and the client's tasks
         have ended. ``async for`` loops over the client end."""
         self._closed = True
+        self._shut = True
         rooms = list(self._rooms.values())
         for room in rooms:
             await self._flush_acks(room)
@@ -486,6 +492,8 @@ class RealtimeClient:
         self, event: Literal["error"], handler: Callable[[RealtimeError], object]
     ) -> Callable[[], None]: ...
     def on(self, event: EventName, handler: Callable[[Any], object]) -> Callable[[], None]:
+        if event not in _EVENTS:
+            raise ValueError(f"unknown event {event!r}; one of {', '.join(sorted(_EVENTS))}")
         if not callable(handler):
             raise TypeError("handler must be callable")
         handlers = self._handlers.setdefault(event, [])
@@ -856,6 +864,8 @@ class RealtimeClient:
         return True
 
     async def _stream(self) -> AsyncIterator[Notification]:
+        if self._shut:
+            return
         fatal = self._first_fatal()
         if fatal is not None:
             raise fatal
