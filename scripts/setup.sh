@@ -41,6 +41,24 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   cp package-lock.json "$stamp"
 fi
 
+# The Python client (python/) and its test tools, in a venv at .venv: installed editable, so
+# only a changed python/pyproject.toml (dependencies, pins) needs a reinstall. Without Python
+# 3.11+ this is skipped (`npm run dev` does not need it); `npm test` then fails and says why.
+py_stamp=.venv/.roomcast-pyproject
+if command -v python3 >/dev/null && python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  if [ ! -x .venv/bin/python ]; then
+    say "creating the Python venv .venv"
+    python3 -m venv .venv >&2
+  fi
+  if ! cmp -s python/pyproject.toml "$py_stamp"; then
+    say "installing the Python client and its test tools into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e "./python[test]" >&2
+    cp python/pyproject.toml "$py_stamp"
+  fi
+elif [ ! -x .venv/bin/python ]; then
+  say "no python3 >= 3.11: skipping the Python client's venv (its tests need it)"
+fi
+
 # Local development settings: copied once, never overwritten.
 if [ ! -f .dev.vars ]; then
   cp .dev.vars.example .dev.vars

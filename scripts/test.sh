@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, native unit tests, then the end-to-end suites against
-# the compiled worker in workerd (Miniflare and wrangler dev) with real sockets.
+# the compiled worker in workerd (Miniflare and wrangler dev) with real sockets: the Node suites,
+# then the Python client's (python/tests, pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,3 +20,7 @@ bash scripts/build.sh
 echo "== end-to-end tests (workerd)" >&2
 shopt -s globstar nullglob
 node --test --test-concurrency=1 tests/**/*.test.mjs
+
+echo "== Python client tests (workerd)" >&2
+[ -x .venv/bin/python ] || { echo "the Python client tests need python3 >= 3.11 (scripts/setup.sh makes .venv)" >&2; exit 1; }
+(cd python && ../.venv/bin/python -m pytest)

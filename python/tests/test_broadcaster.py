@@ -1,0 +1,116 @@
+"""Broadcaster against the real worker, behind a TCP proxy that can lose answers: retries reuse
+one idempotency key, so the user sees each notification exactly once; 4xx are never retried."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from helpers import API_KEY, ServedWorker, TcpProxy, eventually, token_for, uid
+from roomcast import Broadcaster, BroadcastError, Notification
+
+
+def fresh_connections() -> httpx.AsyncClient:
+    # One TCP connection per request, so the proxy's connection count is the request count.
+    return httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0))
+
+
+async def test_an_answer_lost_after_publishing_is_retried_with_one_key_and_delivered_once(
+    worker: ServedWorker, make_client: Any
+) -> None:
+    u = uid()
+    req = f"q{u}"
+    rooms = [f"user_{u}", f"request_{req}"]
+    client, rec = make_client(worker.url, rooms, token=token_for(u, rooms=[f"request_{req}"]))
+    seen: list[Notification] = []
+    client.on("notification", seen.append)
+    await client.connect()
+    await client.wait_connected(10)
+
+    async with TcpProxy(worker.port) as proxy, fresh_connections() as http:
+        proxy.plan = ["lose"]  # the first request is published, but its answer never arrives
+        rc = Broadcaster(proxy.url, API_KEY, retry_delay=0.01, http_client=http)
+        result = await rc.broadcast(u, "note.creation.completed", {"noteId": "n1"}, request_id=req)
+        assert proxy.connections == 2, "the first attempt and one retry"
+        assert set(result.rooms) == set(rooms)
+        key = result.id
+        assert re.fullmatch(r"[0-9a-f-]{36}", key), "a generated UUID is the key and the id"
+        for room in rooms:
+            r = result.rooms[room]
+            assert (r.duplicate, r.id, r.seq) == (True, key, 1), room
+
+        await eventually(lambda: len(seen) == 1, what="delivered")
+        await rec.wait("duplicate")  # the same id through the request room, dropped
+        assert len(seen) == 1, "the user sees it once"
+        n = seen[0]
+        assert (n.id, n.type, n.status, n.request_id, dict(n.data)) == (
+            key, "note.creation.completed", "success", req, {"noteId": "n1"},
+        )
+        for room in rooms:
+            assert len(await worker.history(room)) == 1, room
+
+        # A retried job step calls again with its own stable key: still one notification.
+        again = await rc.broadcast(u, "note.creation.completed", {"noteId": "n1"}, request_id=req, idempotency_key=key)
+        assert all(r.duplicate for r in again.rooms.values())
+        assert await rec.quiet("duplicate", 0.3)
+        assert len(seen) == 1
+        assert len(await worker.history(f"user_{u}")) == 1
+
+
+async def test_a_4xx_is_not_retried(worker: ServedWorker) -> None:
+    u = uid()
+    async with TcpProxy(worker.port) as proxy, fresh_connections() as http:
+        rc = Broadcaster(proxy.url, API_KEY, retry_delay=0.01, http_client=http)
+        with pytest.raises(BroadcastError) as info:
+            await rc.broadcast(u, "ping")  # a reserved type
+        err = info.value
+        assert (err.status, err.code, err.attempts, err.retryable) == (400, "reserved_type", 1, False)
+        assert proxy.connections == 1
+
+        wrong = Broadcaster(proxy.url, "not-a-key", retry_delay=0.01, http_client=http)
+        with pytest.raises(BroadcastError) as info:
+            await wrong.broadcast_room(f"user_{u}", {"type": "note.created"})
+        assert (info.value.status, info.value.code, info.value.attempts) == (401, "unauthorized", 1)
+        assert proxy.connections == 2
+    assert await worker.history(f"user_{u}") == []
+
+
+async def test_no_answer_at_all_is_retried_then_raised() -> None:
+    async with TcpProxy(1) as proxy, fresh_connections() as http:  # nothing behind it
+        rc = Broadcaster(proxy.url, API_KEY, retries=2, retry_delay=0.01, http_client=http)
+        with pytest.raises(BroadcastError) as info:
+            await rc.broadcast("u1", "note.created")
+        err = info.value
+        assert (err.status, err.code, err.attempts, err.retryable) == (0, "network_error", 3, True)
+        assert proxy.connections == 3
+
+
+async def test_broadcast_error_broadcast_room_and_settings_from_the_environment(
+    worker: ServedWorker, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    u = uid()
+    room = f"user_{u}"
+    client, _ = make_client(worker.url, [room], token=token_for(u))
+    seen: list[Notification] = []
+    client.on("notification", seen.append)
+    await client.connect()
+    await client.wait_connected(10)
+
+    monkeypatch.setenv("ROOMCAST_URL", worker.url)
+    monkeypatch.setenv("ROOMCAST_API_KEY", API_KEY)
+    async with Broadcaster() as rc:
+        r = await rc.broadcast_error(u, "note.creation.failed", ValueError("quota exceeded"),
+                                     idempotency_key=f"run-{u}:error")
+        assert r.rooms[room].id == f"run-{u}:error"
+        direct = await rc.broadcast_room(room, {"type": "note.updated", "data": {"v": 2}, "requiresAck": True})
+        assert (direct.seq, direct.duplicate, direct.broadcast_count) == (2, False, 1)
+    await eventually(lambda: len(seen) == 2, what="both delivered")
+    assert (seen[0].status, seen[0].error, seen[0].type) == ("error", "quota exceeded", "note.creation.failed")
+    assert (seen[1].type, dict(seen[1].data), seen[1].requires_ack) == ("note.updated", {"v": 2}, True)
+
+    monkeypatch.delenv("ROOMCAST_API_KEY")
+    with pytest.raises(ValueError, match="ROOMCAST_API_KEY"):
+        Broadcaster()
