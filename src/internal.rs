@@ -2,8 +2,10 @@
 //!
 //! Only the Worker can reach a Durable Object, and it builds every internal request from
 //! scratch: whatever a client sends (headers, query) never reaches a room. Everything a room
-//! needs to know about a call is in its URL, `https://room.internal/{call}?{fields}`, which the
-//! room reads with one runtime call; a publish's notification fields are the request body.
+//! needs to know about a call is in its URL's path, `https://room.internal/call=…&room=…&…`,
+//! which workers-rs has already read when the room's `fetch` runs (`Request::path`). A
+//! publish's notification members ride in the path too when they are small ([`INLINE_MAX`]), so
+//! the room answers without waiting for a body; larger ones are the request body.
 
 use crate::notification::Envelope;
 use crate::query::{encode_into, pairs, split_url};
@@ -11,6 +13,9 @@ use crate::room_id::RoomId;
 
 /// Base URL of internal requests (the host is never resolved).
 pub const BASE: &str = "https://room.internal";
+
+/// Largest percent-encoded notification (members) carried in the URL; above it, the body.
+pub const INLINE_MAX: usize = 4096;
 
 /// One call of the Worker on a room, with what the Worker has already verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +39,13 @@ pub enum Call {
         /// The token's `sub`.
         sub: String,
     },
-    /// A validated publish (`POST`; the body is the notification's JSON members).
-    Publish { room: RoomId, envelope: Envelope },
+    /// A validated publish: its fields, and its JSON members when they are small (`None`: the
+    /// members are the request body).
+    Publish {
+        room: RoomId,
+        envelope: Envelope,
+        members: Option<String>,
+    },
     /// `GET /history` after auth.
     History {
         room: RoomId,
@@ -67,9 +77,9 @@ impl Call {
             Call::History { .. } => "history",
             Call::Health { .. } => "health",
         };
-        let mut u = String::with_capacity(128);
+        let mut u = String::with_capacity(256);
         u.push_str(BASE);
-        u.push_str("?call=");
+        u.push_str("/call=");
         u.push_str(name);
         let mut field = |name: &str, value: &str| {
             u.push('&');
@@ -94,7 +104,14 @@ impl Call {
                 field("types", &types.join(","));
             }
             Call::Probe { sub, .. } => field("sub", sub),
-            Call::Publish { envelope, .. } => envelope.write_fields(field),
+            Call::Publish {
+                envelope, members, ..
+            } => {
+                envelope.write_fields(&mut field);
+                if let Some(m) = members {
+                    field("members", m);
+                }
+            }
             Call::History { since, limit, .. } => {
                 field("since", &since.to_string());
                 field("limit", &limit.to_string());
@@ -104,10 +121,12 @@ impl Call {
         u
     }
 
-    /// Reads a call from its internal URL; `None` if it is not one the Worker writes.
+    /// Reads a call from its internal URL or that URL's path; `None` if it is not one the
+    /// Worker writes.
     pub fn parse(url: &str) -> Option<Call> {
-        let (_, query) = split_url(url);
-        let fields = pairs(query);
+        let (path, _) = split_url(url);
+        let path = if path.is_empty() { url } else { path };
+        let fields = pairs(path.strip_prefix('/')?);
         let get = |name: &str| {
             fields
                 .iter()
@@ -137,6 +156,7 @@ impl Call {
             "publish" => Call::Publish {
                 room,
                 envelope: Envelope::read_fields(get)?,
+                members: get("members").map(str::to_owned),
             },
             "history" => Call::History {
                 room,
@@ -188,6 +208,7 @@ mod tests {
                     requires_ack: true,
                     key: Some("k&=?#".into()),
                 },
+                members: Some(r#""type":"job.done","data":{"a":"&=?#/%"}"#.into()),
             },
             Call::Publish {
                 room: room("request_9"),
@@ -198,6 +219,7 @@ mod tests {
                     requires_ack: false,
                     key: None,
                 },
+                members: None,
             },
             Call::History {
                 room: room("r"),
@@ -208,8 +230,11 @@ mod tests {
         ];
         for call in calls {
             let url = call.url();
-            assert!(url.starts_with("https://room.internal?call="), "{url}");
-            assert_eq!(Call::parse(&url), Some(call), "{url}");
+            assert!(url.starts_with("https://room.internal/call="), "{url}");
+            assert!(!url.contains(['?', '#']), "everything is in the path: {url}");
+            assert_eq!(Call::parse(&url), Some(call.clone()), "{url}");
+            let path = &url[BASE.len()..];
+            assert_eq!(Call::parse(path), Some(call), "the path alone: {path}");
         }
     }
 
@@ -217,11 +242,13 @@ mod tests {
     fn anything_else_is_refused() {
         for url in [
             "https://room.internal",
-            "https://room.internal?call=publish&room=r",
-            "https://room.internal?call=nope&room=r",
-            "https://room.internal?call=health&room=bad%20room",
-            "https://room.internal?call=history&room=r&since=-1&limit=1",
-            "https://room.internal?call=subscribe&room=r&sub=a&exp=1&since=x&types=",
+            "https://room.internal/",
+            "https://room.internal/call=publish&room=r",
+            "https://room.internal/call=nope&room=r",
+            "https://room.internal/call=health&room=bad%20room",
+            "https://room.internal/call=history&room=r&since=-1&limit=1",
+            "https://room.internal/call=subscribe&room=r&sub=a&exp=1&since=x&types=",
+            "https://room.internal?call=health&room=r",
         ] {
             assert_eq!(Call::parse(url), None, "{url}");
         }

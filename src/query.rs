@@ -54,10 +54,19 @@ fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
 }
 
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The length of `s` percent-encoded by [`encode_into`].
+pub fn encoded_len(s: &str) -> usize {
+    s.bytes().map(|b| if unreserved(b) { 1 } else { 3 }).sum()
+}
+
 /// Appends `s` percent-encoded: everything but `A-Z a-z 0-9 - . _ ~` (safe in any URL part).
 pub fn encode_into(out: &mut String, s: &str) {
     for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if unreserved(b) {
             out.push(b as char);
         } else {
             const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -121,6 +130,7 @@ mod tests {
         ] {
             let mut q = String::from("v=");
             encode_into(&mut q, s);
+            assert_eq!(encoded_len(s), q.len() - 2);
             assert!(q[2..]
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));

@@ -151,7 +151,7 @@ impl DurableObject for NotificationRoom {
 
     /// A call of the Worker (see [`Call`]).
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let Some(call) = Call::parse(&req.inner().url()) else {
+        let Some(call) = Call::parse(&req.path()) else {
             return respond(&Answer::from(&ApiError::NotFound));
         };
         self.enter(call.room().as_str())?;
@@ -178,8 +178,13 @@ impl DurableObject for NotificationRoom {
                     .unwrap_or(ApiError::UpgradeRequired);
                 respond(&Answer::from(&refusal))
             }
-            Call::Publish { envelope, .. } => {
-                let members = req.text().await?;
+            Call::Publish {
+                envelope, members, ..
+            } => {
+                let members = match members {
+                    Some(m) => m,
+                    None => req.text().await?,
+                };
                 let (answer, alarm) = self.publish(&envelope, &members)?;
                 // The notification is stored and sent: a failed schedule is logged, and the
                 // next event (a connect, an ack round) schedules again.

@@ -12,9 +12,9 @@ use crate::auth::{sign_hs256, AuthError, Claims, Credentials, OriginPolicy, Toke
 use crate::codes::LogEvent;
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::internal::Call;
+use crate::internal::{Call, INLINE_MAX};
 use crate::notification::Draft;
-use crate::query::{pairs, split_url};
+use crate::query::{encoded_len, pairs, split_url};
 use crate::room_id::RoomId;
 use crate::routing::{HistoryQuery, Route, SubscribeQuery};
 use crate::{CLIENT_SCRIPT, DEMO_PAGE};
@@ -204,11 +204,11 @@ thread_local! {
 /// its own type (method, URL, headers and `cf` read back out), only to hand the same object on.
 fn call_room(env: &Env, call: &Call, body: Option<&str>) -> Result<JsFuture, ApiError> {
     let init = RequestInit::new();
+    if matches!(call, Call::Publish { .. }) {
+        init.set_method("POST");
+    }
     match body {
-        Some(b) => {
-            init.set_method("POST");
-            init.set_body(&JsValue::from_str(b));
-        }
+        Some(b) => init.set_body(&JsValue::from_str(b)),
         None if matches!(call, Call::Subscribe { .. }) => {
             let headers = Headers::new().map_err(internal)?;
             headers.set("upgrade", "websocket").map_err(internal)?;
@@ -245,11 +245,16 @@ fn publish(
     room: &RoomId,
     d: &Draft,
 ) -> Result<impl std::future::Future<Output = Handled>, ApiError> {
+    // Small notifications ride in the call's URL: the room then answers without waiting for
+    // a body.
+    let inline = encoded_len(&d.members) <= INLINE_MAX;
     let call = Call::Publish {
         room: room.clone(),
         envelope: d.envelope.clone(),
+        members: inline.then(|| d.members.clone()),
     };
-    Ok(answered(call_room(env, &call, Some(&d.members))?))
+    let body = (!inline).then_some(d.members.as_str());
+    Ok(answered(call_room(env, &call, body)?))
 }
 
 /// Verifies a client token. HS256 is checked at once; RS256, ES256 and EdDSA go through the
