@@ -49,6 +49,8 @@ pub enum Published {
     Duplicate { id: String, seq: u64, count: u32 },
     /// The body's `id` is held by another publish of this room (another idempotency key).
     IdTaken(String),
+    /// An ephemeral publish: sent to `count` sockets, nothing kept.
+    Ephemeral { id: String, count: u32 },
 }
 
 /// `POST /rooms/{roomId}/broadcast`'s answer (and each room's part of `POST /broadcast`).
@@ -57,6 +59,16 @@ pub fn published(outcome: Published) -> Answer {
         Published::Stored { id, seq, count } => (id, seq, count, false),
         Published::Duplicate { id, seq, count } => (id, seq, count, true),
         Published::IdTaken(id) => return Answer::from(&ApiError::DuplicateId(id)),
+        Published::Ephemeral { id, count } => {
+            return Answer::ok(
+                Object::new()
+                    .bool("success", true)
+                    .num("broadcastCount", count)
+                    .str("id", &id)
+                    .bool("ephemeral", true)
+                    .finish(),
+            )
+        }
     };
     Answer::ok(
         Object::new()
@@ -78,8 +90,9 @@ pub struct RoomAnswer {
 }
 
 /// `POST /broadcast`'s answer: every room's result under its id. When a room failed, the whole
-/// answer says so (`502`, `success:false`, `partial_failure`), with the others' results, so a
-/// retry with the same `Idempotency-Key` completes it without notifying the others twice.
+/// answer says so (`207`, `success:false`, `partial_failure`), with the others' results and the
+/// failed room's error, so a retry with the same `Idempotency-Key` completes it without notifying
+/// the others twice.
 pub fn broadcast(rooms: &[RoomAnswer]) -> Answer {
     let all_ok = rooms.iter().all(|r| r.status == 200);
     let mut members = Object::new();
@@ -106,9 +119,21 @@ pub fn broadcast(rooms: &[RoomAnswer]) -> Answer {
         out = out.raw("error", &error);
     }
     Answer {
-        status: if all_ok { 200 } else { 502 },
+        status: if all_ok { 200 } else { 207 },
         ..Answer::ok(out.finish())
     }
+}
+
+/// `GET /rooms/{roomId}/presence`: who is connected now, by user id.
+pub fn presence(room: &str, presence: &crate::presence::Presence, limit: u32) -> Answer {
+    Answer::ok(
+        Object::new()
+            .bool("success", true)
+            .str("roomId", room)
+            .num("count", presence.count())
+            .raw("users", &presence.users_json(limit as usize))
+            .finish(),
+    )
 }
 
 /// `GET /rooms/{roomId}/history`: entries oldest first, each its stored frame plus its delivery
@@ -231,6 +256,14 @@ mod tests {
             count: 2,
         });
         assert_eq!(body(&d)["duplicate"], true);
+        let e = published(Published::Ephemeral {
+            id: "p".into(),
+            count: 4,
+        });
+        assert_eq!(
+            body(&e),
+            json!({"success":true,"broadcastCount":4,"id":"p","ephemeral":true})
+        );
         let taken = published(Published::IdTaken("n1".into()));
         assert_eq!(
             (taken.status, &body(&taken)["error"]["code"]),
@@ -257,7 +290,7 @@ mod tests {
             body: "<html>".into(),
         };
         let part = broadcast(&[ok, failed]);
-        assert_eq!(part.status, 502);
+        assert_eq!(part.status, 207);
         let b = body(&part);
         assert_eq!(b["success"], false);
         assert_eq!(b["error"]["code"], "partial_failure");
@@ -296,6 +329,20 @@ mod tests {
         );
         let empty = history("r", 0, false, &[]);
         assert_eq!(body(&empty)["notifications"], json!([]));
+    }
+
+    #[test]
+    fn presence_answer() {
+        let mut p = crate::presence::Presence::default();
+        p.connect("b", 0);
+        p.connect("a", 0);
+        let b = body(&presence("r", &p, 1));
+        assert_eq!(
+            (b["count"].as_u64(), b["roomId"].as_str()),
+            (Some(2), Some("r"))
+        );
+        assert_eq!(b["users"].as_array().map(Vec::len), Some(1));
+        assert_eq!(b["users"][0]["userId"], "a");
     }
 
     #[test]

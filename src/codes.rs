@@ -64,6 +64,43 @@ impl Close {
     ];
 }
 
+/// Why the server refused a client frame: the `code` of its `{"type":"error"}` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// Not JSON, an unknown `type`, a wrong shape (counts toward the 4003 close).
+    InvalidMessage,
+    /// Over a rate (the frame rate, `presence.set`'s, `CLIENT_EVENT_RATE`); counts toward the
+    /// 4002 close.
+    RateLimited,
+    /// A presence state or an event's `data` over its size limit (counts toward 4003).
+    TooLarge,
+    /// An `emit` whose event name `CLIENT_EVENT_TYPES` does not allow (counts toward 4003).
+    EventNotAllowed,
+}
+
+impl FrameError {
+    pub fn code(self) -> &'static str {
+        match self {
+            FrameError::InvalidMessage => "invalid_message",
+            FrameError::RateLimited => "rate_limited",
+            FrameError::TooLarge => "too_large",
+            FrameError::EventNotAllowed => "event_not_allowed",
+        }
+    }
+
+    /// Whether it counts toward the rate-limit close (4002) rather than the invalid-frame one.
+    pub fn is_rate(self) -> bool {
+        self == FrameError::RateLimited
+    }
+
+    pub const ALL: [FrameError; 4] = [
+        FrameError::InvalidMessage,
+        FrameError::RateLimited,
+        FrameError::TooLarge,
+        FrameError::EventNotAllowed,
+    ];
+}
+
 /// A structured log line's `event`: one JSON object per line, never a token, key or secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogEvent {
@@ -147,6 +184,13 @@ mod tests {
                 protocol.contains(&format!("| {} |", close.code())),
                 "docs/protocol.md's close code table lacks {}",
                 close.code()
+            );
+        }
+        for e in FrameError::ALL {
+            assert!(
+                protocol.contains(&format!("`{}`", e.code())),
+                "docs/protocol.md does not describe the error code `{}`",
+                e.code()
             );
         }
         let operations = include_str!("../docs/operations.md");

@@ -1,6 +1,7 @@
 //! Settings: the Worker's vars and secrets (SPEC, "Settings"), parsed once into types.
 
 use crate::error::ApiError;
+use crate::protocol::TypePattern;
 
 /// Every setting of SPEC.md with its default applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,14 @@ pub struct Settings {
     /// Notifications kept per room.
     pub history_limit: u32,
     pub history_ttl_seconds: u64,
+    /// Largest presence state, serialized.
+    pub presence_state_bytes: usize,
+    /// Client event names allowed in `emit` (patterns); empty refuses every `emit`.
+    pub client_event_types: Vec<TypePattern>,
+    /// Largest client event `data`, serialized.
+    pub max_client_event_bytes: usize,
+    /// Client events per connection per 10 s.
+    pub client_event_rate: u32,
     /// Development conveniences (the demo page's token minting and publish form). Never set in
     /// production: `DEV_MODE=true` in `.dev.vars` only.
     pub dev_mode: bool,
@@ -52,6 +61,10 @@ impl Default for Settings {
             ack_max_attempts: 3,
             history_limit: 1_000,
             history_ttl_seconds: 604_800,
+            presence_state_bytes: 1024,
+            client_event_types: Vec::new(),
+            max_client_event_bytes: 4096,
+            client_event_rate: 20,
             dev_mode: false,
         }
     }
@@ -111,6 +124,25 @@ impl Settings {
             ack_max_attempts: number(&text, "ACK_MAX_ATTEMPTS", d.ack_max_attempts.into())? as u32,
             history_limit: number(&text, "HISTORY_LIMIT", d.history_limit.into())? as u32,
             history_ttl_seconds: number(&text, "HISTORY_TTL_SECONDS", d.history_ttl_seconds)?,
+            presence_state_bytes: number(
+                &text,
+                "PRESENCE_STATE_BYTES",
+                d.presence_state_bytes as u64,
+            )? as usize,
+            client_event_types: TypePattern::parse_list(
+                list("CLIENT_EVENT_TYPES").iter().map(String::as_str),
+            )
+            .map_err(|reason| ApiError::Misconfigured {
+                setting: "CLIENT_EVENT_TYPES",
+                reason,
+            })?,
+            max_client_event_bytes: number(
+                &text,
+                "MAX_CLIENT_EVENT_BYTES",
+                d.max_client_event_bytes as u64,
+            )? as usize,
+            client_event_rate: number(&text, "CLIENT_EVENT_RATE", d.client_event_rate.into())?
+                as u32,
             dev_mode: matches!(text("DEV_MODE").as_deref(), Some("true" | "1")),
         })
     }
@@ -181,5 +213,25 @@ mod tests {
             assert!(err.message().contains("ACK_MAX_ATTEMPTS"), "{bad}");
         }
         assert_eq!(from(&[("HISTORY_LIMIT", "5")]).unwrap().history_limit, 5);
+    }
+
+    #[test]
+    fn client_event_types_are_patterns() {
+        let s = from(&[("CLIENT_EVENT_TYPES", "typing.*, cursor.move")]).unwrap();
+        let names: Vec<&str> = s.client_event_types.iter().map(|p| p.as_str()).collect();
+        assert_eq!(names, ["typing.*", "cursor.move"]);
+        assert!(from(&[]).unwrap().client_event_types.is_empty());
+        let err = from(&[("CLIENT_EVENT_TYPES", "typing.*,bad pattern")]).unwrap_err();
+        assert_eq!(err.code(), "misconfigured");
+        assert!(err.message().contains("CLIENT_EVENT_TYPES"));
+        let d = Settings::default();
+        assert_eq!(
+            (
+                d.presence_state_bytes,
+                d.max_client_event_bytes,
+                d.client_event_rate
+            ),
+            (1024, 4096, 20)
+        );
     }
 }

@@ -23,6 +23,22 @@ pub struct Attachment {
     pub exp: i64,
     /// The type filter's patterns.
     pub types: Vec<String>,
+    /// Whether the connection asked for presence frames (`presence=1`).
+    #[serde(default)]
+    pub presence: bool,
+    /// Its user's presence state (JSON object text), when it last changed, and since when the
+    /// user has been present: kept on every connection of the user, so the room's presence can
+    /// be rebuilt from whichever sockets are still open.
+    #[serde(default = "empty_state")]
+    pub state: String,
+    #[serde(default)]
+    pub state_at: i64,
+    #[serde(default)]
+    pub since: i64,
+}
+
+fn empty_state() -> String {
+    crate::presence::EMPTY_STATE.to_owned()
 }
 
 impl Attachment {
@@ -35,6 +51,7 @@ impl Attachment {
             exp: self.exp,
             closes_at: time::token_close_ms(self.exp, leeway_secs),
             filter: TypeFilter::from_stored(&self.types),
+            presence: self.presence,
         }
     }
 
@@ -72,6 +89,8 @@ pub struct Connection<S> {
     /// When the socket must close for its token (ms).
     pub closes_at: i64,
     pub filter: TypeFilter,
+    /// Whether it gets presence frames (`presence=1`).
+    pub presence: bool,
 }
 
 /// The set of live connections.
@@ -120,14 +139,29 @@ impl<S> Connections<S> {
         }
     }
 
-    /// The attachment that describes a connection now (its filter may have changed).
-    pub fn attachment(&self, id: &str) -> Option<Attachment> {
+    /// The attachment that describes a connection now (its filter or its user's presence may
+    /// have changed).
+    pub fn attachment(&self, id: &str, user: Option<&crate::presence::User>) -> Option<Attachment> {
         self.get(id).map(|c| Attachment {
             id: c.id.clone(),
             sub: c.sub.clone(),
             exp: c.exp,
             types: c.filter.patterns(),
+            presence: c.presence,
+            state: user.map_or_else(empty_state, |u| u.state.clone()),
+            state_at: user.map_or(0, |u| u.state_at),
+            since: user.map_or(0, |u| u.since),
         })
+    }
+
+    /// Ids of the connections of `sub`.
+    pub fn of_user<'a>(&'a self, sub: &'a str) -> impl Iterator<Item = &'a Connection<S>> {
+        self.list.iter().filter(move |c| c.sub == sub)
+    }
+
+    /// Connections that asked for presence frames.
+    pub fn watchers(&self) -> impl Iterator<Item = &Connection<S>> {
+        self.list.iter().filter(|c| c.presence)
     }
 
     /// How many connections this `sub` holds.
@@ -203,6 +237,7 @@ mod tests {
             exp: closes_at / 1000,
             closes_at,
             filter: TypeFilter::from_query(types).unwrap(),
+            presence: false,
         }
     }
 
@@ -270,9 +305,18 @@ mod tests {
             sub: "user \"1\"".into(),
             exp: 1_900_000_000,
             types: vec!["note.*".into()],
+            presence: true,
+            state: r#"{"away":true}"#.into(),
+            state_at: 5,
+            since: 3,
         };
         assert_eq!(Attachment::from_json(&a.to_json()), Some(a.clone()));
         assert_eq!(Attachment::from_json("{}"), None);
+        let old = Attachment::from_json(r#"{"id":"c","sub":"u","exp":1,"types":[]}"#).unwrap();
+        assert_eq!(
+            (old.presence, old.state.as_str(), old.since),
+            (false, "{}", 0)
+        );
         assert_eq!(Attachment::from_json("not json"), None);
         let mut cs = Connections::default();
         cs.add(a.connection(7u32, 5));
@@ -280,8 +324,19 @@ mod tests {
         let task = crate::protocol::TypePattern::parse("task.done").unwrap();
         cs.filter_mut("c1").unwrap().add(vec![task]);
         assert_eq!(
-            cs.attachment("c1").map(|a| a.types),
+            cs.attachment("c1", None).map(|a| a.types),
             Some(vec!["note.*".into(), "task.done".into()])
+        );
+        let user = crate::presence::User {
+            connections: 1,
+            state: r#"{"x":1}"#.into(),
+            since: 7,
+            state_at: 8,
+        };
+        let now = cs.attachment("c1", Some(&user)).unwrap();
+        assert_eq!(
+            (now.state.as_str(), now.since, now.presence),
+            (r#"{"x":1}"#, 7, true)
         );
     }
 

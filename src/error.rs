@@ -113,7 +113,7 @@ impl ApiError {
             | ApiError::Unauthorized(why)
             | ApiError::Forbidden(why) => why.clone(),
             ApiError::ReservedType(t) => {
-                format!("type {t:?} is a protocol frame name and cannot be published")
+                format!("type {t:?} is a protocol frame name (or starts with presence.) and cannot be published")
             }
             ApiError::DuplicateId(id) => format!(
                 "notification id {id:?} is already used in this room by a publish with another Idempotency-Key"

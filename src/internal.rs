@@ -31,6 +31,8 @@ pub enum Call {
         since: Option<u64>,
         /// `types=` patterns, already validated.
         types: Vec<String>,
+        /// `presence=1`.
+        presence: bool,
     },
     /// Whether a connection of `sub` would be accepted now (the connection limits): the
     /// subscribe URL without `Upgrade`, so a browser can learn why its upgrade was refused.
@@ -54,6 +56,8 @@ pub enum Call {
     },
     /// Keyed health.
     Health { room: RoomId },
+    /// `GET /presence` after auth.
+    Presence { room: RoomId, limit: u32 },
 }
 
 impl Call {
@@ -64,7 +68,8 @@ impl Call {
             | Call::Probe { room, .. }
             | Call::Publish { room, .. }
             | Call::History { room, .. }
-            | Call::Health { room } => room,
+            | Call::Health { room }
+            | Call::Presence { room, .. } => room,
         }
     }
 
@@ -76,6 +81,7 @@ impl Call {
             Call::Publish { .. } => "publish",
             Call::History { .. } => "history",
             Call::Health { .. } => "health",
+            Call::Presence { .. } => "presence",
         };
         let mut u = String::with_capacity(256);
         u.push_str(BASE);
@@ -94,6 +100,7 @@ impl Call {
                 exp,
                 since,
                 types,
+                presence,
                 ..
             } => {
                 field("sub", sub);
@@ -102,6 +109,9 @@ impl Call {
                     field("since", &s.to_string());
                 }
                 field("types", &types.join(","));
+                if *presence {
+                    field("presence", "1");
+                }
             }
             Call::Probe { sub, .. } => field("sub", sub),
             Call::Publish {
@@ -117,6 +127,7 @@ impl Call {
                 field("limit", &limit.to_string());
             }
             Call::Health { .. } => {}
+            Call::Presence { limit, .. } => field("limit", &limit.to_string()),
         }
         u
     }
@@ -148,6 +159,7 @@ impl Call {
                     .filter(|s| !s.is_empty())
                     .map(str::to_owned)
                     .collect(),
+                presence: get("presence") == Some("1"),
             },
             "probe" => Call::Probe {
                 room,
@@ -164,6 +176,10 @@ impl Call {
                 limit: get("limit")?.parse().ok()?,
             },
             "health" => Call::Health { room },
+            "presence" => Call::Presence {
+                room,
+                limit: get("limit")?.parse().ok()?,
+            },
             _ => return None,
         })
     }
@@ -187,6 +203,7 @@ mod tests {
                 exp: 1_900_000_000,
                 since: Some(7),
                 types: vec!["job.*".into(), "a".into()],
+                presence: true,
             },
             Call::Subscribe {
                 room: room("r"),
@@ -194,6 +211,7 @@ mod tests {
                 exp: -1,
                 since: None,
                 types: vec![],
+                presence: false,
             },
             Call::Probe {
                 room: room("r"),
@@ -207,6 +225,7 @@ mod tests {
                     status: Status::Success,
                     requires_ack: true,
                     key: Some("k&=?#".into()),
+                    ephemeral: false,
                 },
                 members: Some(r#""type":"job.done","data":{"a":"&=?#/%"}"#.into()),
             },
@@ -218,6 +237,7 @@ mod tests {
                     status: Status::Pending,
                     requires_ack: false,
                     key: None,
+                    ephemeral: true,
                 },
                 members: None,
             },
@@ -227,11 +247,18 @@ mod tests {
                 limit: 1000,
             },
             Call::Health { room: room("r") },
+            Call::Presence {
+                room: room("r"),
+                limit: 20,
+            },
         ];
         for call in calls {
             let url = call.url();
             assert!(url.starts_with("https://room.internal/call="), "{url}");
-            assert!(!url.contains(['?', '#']), "everything is in the path: {url}");
+            assert!(
+                !url.contains(['?', '#']),
+                "everything is in the path: {url}"
+            );
             assert_eq!(Call::parse(&url), Some(call.clone()), "{url}");
             let path = &url[BASE.len()..];
             assert_eq!(Call::parse(path), Some(call), "the path alone: {path}");

@@ -14,6 +14,7 @@
 //! | Connections (attachments, filters, per-user counts, token expiry) | [`connections`] |
 //! | Delivery (retries, replay, retention) | [`delivery`] |
 //! | Fan-out pacing | [`outbox`] |
+//! | Presence | [`presence`] |
 //! | Frame limits | [`limits`] |
 //! | Close codes and log events | [`codes`] |
 //! | HTTP answers and errors | [`answer`], [`error`] |
@@ -34,6 +35,7 @@ pub mod json;
 pub mod limits;
 pub mod notification;
 pub mod outbox;
+pub mod presence;
 pub mod protocol;
 pub mod query;
 pub mod room_id;

@@ -65,6 +65,40 @@ impl Strikes {
     }
 }
 
+/// At most `max` events within a sliding window (`presence.set`, client events).
+#[derive(Debug, Clone)]
+pub struct Window {
+    max: usize,
+    window_ms: i64,
+    times: VecDeque<i64>,
+}
+
+impl Window {
+    pub fn new(max: u32, window_ms: i64) -> Window {
+        Window {
+            max: max as usize,
+            window_ms,
+            times: VecDeque::new(),
+        }
+    }
+
+    /// Takes one event at `now`; false when the window is full (nothing is recorded then).
+    pub fn take(&mut self, now_ms: i64) -> bool {
+        while self
+            .times
+            .front()
+            .is_some_and(|&t| now_ms - t >= self.window_ms)
+        {
+            self.times.pop_front();
+        }
+        if self.times.len() >= self.max {
+            return false;
+        }
+        self.times.push_back(now_ms);
+        true
+    }
+}
+
 /// What to do with a frame a connection sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -82,15 +116,40 @@ pub struct ConnectionGuard {
     bucket: TokenBucket,
     refused: Strikes,
     invalid: Strikes,
+    /// `presence.set` frames.
+    pub presence: Window,
+    /// Client events (`emit`).
+    pub events: Window,
+}
+
+/// The per-connection rates a guard enforces (from the settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rates {
+    /// Frames per minute (`RATE_LIMIT_PER_MINUTE`).
+    pub per_minute: u32,
+    /// `presence.set` frames per window.
+    pub presence_sets: u32,
+    /// Client events per window (`CLIENT_EVENT_RATE`).
+    pub events: u32,
+    /// The window of the last two.
+    pub window_ms: i64,
 }
 
 impl ConnectionGuard {
-    pub fn new(per_minute: u32, now_ms: i64) -> ConnectionGuard {
+    pub fn new(rates: Rates, now_ms: i64) -> ConnectionGuard {
         ConnectionGuard {
-            bucket: TokenBucket::new(per_minute, now_ms),
+            bucket: TokenBucket::new(rates.per_minute, now_ms),
             refused: Strikes::default(),
             invalid: Strikes::default(),
+            presence: Window::new(rates.presence_sets, rates.window_ms),
+            events: Window::new(rates.events, rates.window_ms),
         }
+    }
+
+    /// Records a frame refused for a rate (`rate_limited`); `Some` when the connection must
+    /// close, as for any refused frame.
+    pub fn refused(&mut self, now_ms: i64) -> Option<Close> {
+        self.refused.strike(now_ms).then_some(Close::RateLimited)
     }
 
     /// Admits a frame of `len` bytes against `max_bytes` and the rate limit.
@@ -128,9 +187,37 @@ mod tests {
         assert!(!b.take(-5), "a clock going backwards refills nothing");
     }
 
+    fn rates(per_minute: u32) -> Rates {
+        Rates {
+            per_minute,
+            presence_sets: 3,
+            events: 2,
+            window_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn windows_allow_a_burst_then_refuse_until_it_slides() {
+        let mut w = Window::new(3, 10_000);
+        assert!(w.take(0) && w.take(1) && w.take(2));
+        assert!(!w.take(9_999), "a fourth within 10 s");
+        assert!(w.take(10_000), "the first one left the window");
+        assert!(!w.take(10_000), "the other two are still in it");
+    }
+
+    #[test]
+    fn rate_refusals_of_every_kind_add_up_to_the_4002_close() {
+        let mut g = ConnectionGuard::new(rates(100), 0);
+        assert!(g.events.take(0) && g.events.take(0) && !g.events.take(0));
+        for _ in 0..9 {
+            assert_eq!(g.refused(0), None);
+        }
+        assert_eq!(g.refused(0), Some(Close::RateLimited));
+    }
+
     #[test]
     fn the_tenth_refused_frame_closes() {
-        let mut g = ConnectionGuard::new(1, 0);
+        let mut g = ConnectionGuard::new(rates(1), 0);
         assert_eq!(g.admit(10, 100, 0), Admission::Accept);
         for _ in 0..9 {
             assert_eq!(g.admit(10, 100, 0), Admission::Refuse);
@@ -140,7 +227,7 @@ mod tests {
 
     #[test]
     fn strikes_expire_after_the_window() {
-        let mut g = ConnectionGuard::new(100, 0);
+        let mut g = ConnectionGuard::new(rates(100), 0);
         for i in 0..9 {
             assert_eq!(g.invalid(i), None);
         }
@@ -149,7 +236,7 @@ mod tests {
             None,
             "the old ones expired"
         );
-        let mut g = ConnectionGuard::new(100, 0);
+        let mut g = ConnectionGuard::new(rates(100), 0);
         let closes: Vec<_> = (0..10).map(|i| g.invalid(i)).collect();
         assert_eq!(closes[9], Some(Close::InvalidFrames));
         assert!(closes[..9].iter().all(Option::is_none));
@@ -157,7 +244,7 @@ mod tests {
 
     #[test]
     fn oversize_frames_close_with_1009() {
-        let mut g = ConnectionGuard::new(100, 0);
+        let mut g = ConnectionGuard::new(rates(100), 0);
         assert_eq!(g.admit(101, 100, 0), Admission::Close(Close::TooBig));
         assert_eq!(g.admit(100, 100, 0), Admission::Accept);
     }

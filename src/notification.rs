@@ -6,7 +6,8 @@
 
 use crate::error::ApiError;
 use crate::json::Object;
-use crate::protocol::{is_valid_type, RESERVED_TYPES};
+use crate::protocol::{is_reserved, is_valid_type};
+use crate::room_id::RoomId;
 use crate::time;
 use serde_json::{Map, Value};
 
@@ -52,6 +53,8 @@ pub struct Envelope {
     pub requires_ack: bool,
     /// What makes a repeat a duplicate: the `Idempotency-Key` header, else the body's `id`.
     pub key: Option<String>,
+    /// Sent to the sockets connected now and nothing else: no seq, no log, no ack.
+    pub ephemeral: bool,
 }
 
 /// The names an [`Envelope`]'s fields travel under (internal URL, log lines).
@@ -60,6 +63,7 @@ const TYPE: &str = "type";
 const STATUS: &str = "status";
 const REQUIRES_ACK: &str = "requiresAck";
 const KEY: &str = "key";
+const EPHEMERAL: &str = "ephemeral";
 
 impl Envelope {
     /// Writes every field as text (`requiresAck` as `1`/`0`, `key` only when present).
@@ -70,6 +74,9 @@ impl Envelope {
         field(REQUIRES_ACK, if self.requires_ack { "1" } else { "0" });
         if let Some(k) = &self.key {
             field(KEY, k);
+        }
+        if self.ephemeral {
+            field(EPHEMERAL, "1");
         }
     }
 
@@ -85,14 +92,21 @@ impl Envelope {
                 _ => return None,
             },
             key: get(KEY).map(str::to_owned),
+            ephemeral: get(EPHEMERAL) == Some("1"),
         })
     }
 
     /// Adds the fields a log line carries (never the key: it may be a caller's secret-ish id).
     pub fn log(&self, line: Object) -> Object {
-        line.str(ID, &self.id)
+        let line = line
+            .str(ID, &self.id)
             .str(TYPE, &self.kind)
-            .bool(REQUIRES_ACK, self.requires_ack)
+            .bool(REQUIRES_ACK, self.requires_ack);
+        if self.ephemeral {
+            line.bool(EPHEMERAL, true)
+        } else {
+            line
+        }
     }
 }
 
@@ -105,7 +119,7 @@ pub struct Draft {
     pub members: String,
 }
 
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 9] = [
     "type",
     "data",
     "status",
@@ -114,6 +128,7 @@ const FIELDS: [&str; 8] = [
     "error",
     "requiresAck",
     "id",
+    "ephemeral",
 ];
 
 impl Draft {
@@ -149,7 +164,7 @@ impl Draft {
             Some(_) => return Err(invalid("\"type\" must be a string")),
             None => return Err(invalid("\"type\" is required")),
         };
-        if RESERVED_TYPES.contains(&kind.as_str()) {
+        if is_reserved(&kind) {
             return Err(ApiError::ReservedType(kind));
         }
 
@@ -182,6 +197,17 @@ impl Draft {
             Some(Value::Bool(b)) => b,
             Some(_) => return Err(invalid("\"requiresAck\" must be true or false")),
         };
+
+        let ephemeral = match obj.remove("ephemeral") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(invalid("\"ephemeral\" must be true or false")),
+        };
+        if ephemeral && requires_ack {
+            return Err(invalid(
+                "an ephemeral publish is never stored, so it cannot require an ack: drop \"requiresAck\" or \"ephemeral\"",
+            ));
+        }
 
         let given_id = match obj.remove("id") {
             None | Some(Value::Null) => None,
@@ -232,9 +258,94 @@ impl Draft {
                 kind,
                 status,
                 requires_ack,
-                key: idempotency_key,
+                // An ephemeral publish keeps nothing to compare a repeat with.
+                key: idempotency_key.filter(|_| !ephemeral),
+                ephemeral,
             },
             members,
+        })
+    }
+}
+
+/// Most users one `POST /broadcast` may name in `userIds`.
+pub const MAX_USER_IDS: usize = 100;
+
+/// `POST /broadcast`: the rooms a notification goes to, and the notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    /// `user_{id}` for every user, then `request_{requestId}` when given.
+    pub rooms: Vec<RoomId>,
+    /// The top-level `requestId`, which also fills the message's when absent.
+    pub request_id: Option<String>,
+    pub message: Value,
+}
+
+impl Broadcast {
+    /// Reads `{"userId","requestId"?,"message"}` or `{"userIds":[…],"requestId"?,"message"}`.
+    pub fn from_json(body: Value) -> Result<Broadcast, ApiError> {
+        let shape = "expected {\"userId\" or \"userIds\":[…],\"requestId\"?,\"message\":{…}}";
+        let Value::Object(mut obj) = body else {
+            return Err(invalid(shape));
+        };
+        if let Some(unknown) = obj
+            .keys()
+            .find(|k| !["userId", "userIds", "requestId", "message"].contains(&k.as_str()))
+        {
+            return Err(invalid(format!("unknown field {unknown:?}; {shape}")));
+        }
+        let users: Vec<String> = match (obj.remove("userId"), obj.remove("userIds")) {
+            (Some(Value::String(u)), None) => vec![u],
+            (None, Some(Value::Array(list))) => {
+                let users = list
+                    .into_iter()
+                    .map(|u| match u {
+                        Value::String(u) => Ok(u),
+                        _ => Err(invalid("\"userIds\" must be strings")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !(1..=MAX_USER_IDS).contains(&users.len()) {
+                    return Err(invalid(format!(
+                        "\"userIds\" names 1 to {MAX_USER_IDS} users"
+                    )));
+                }
+                let mut seen = std::collections::HashSet::new();
+                if let Some(dup) = users.iter().find(|u| !seen.insert(u.as_str())) {
+                    return Err(invalid(format!("\"userIds\" names {dup:?} twice")));
+                }
+                users
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid("give either \"userId\" or \"userIds\", not both"))
+            }
+            _ => return Err(invalid(shape)),
+        };
+        let request_id = match obj.remove("requestId") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(r)) => Some(r),
+            Some(_) => return Err(invalid("\"requestId\" must be a string")),
+        };
+        let message = obj.remove("message").ok_or_else(|| invalid(shape))?;
+        let mut rooms = users
+            .iter()
+            .map(|u| {
+                RoomId::for_user(u).map_err(|_| {
+                    invalid(format!(
+                        "user {u:?} makes an invalid room id user_{{userId}}"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(r) = &request_id {
+            rooms.push(
+                RoomId::for_request(r).map_err(|_| {
+                    invalid("requestId makes an invalid room id request_{requestId}")
+                })?,
+            );
+        }
+        Ok(Broadcast {
+            rooms,
+            request_id,
+            message,
         })
     }
 }
@@ -281,6 +392,18 @@ pub fn render_payload(id: &str, seq: u64, members: &str) -> String {
     out.push(',');
     out.push_str(members);
     out.push('}');
+    out
+}
+
+/// The frame of an ephemeral publish: the notification without `seq` and `attempt`, marked
+/// `"ephemeral":true`.
+pub fn render_ephemeral(id: &str, members: &str) -> String {
+    let mut out = String::with_capacity(id.len() + members.len() + 40);
+    out.push_str("{\"id\":");
+    out.push_str(&Value::String(id.to_owned()).to_string());
+    out.push(',');
+    out.push_str(members);
+    out.push_str(",\"ephemeral\":true}");
     out
 }
 
@@ -372,7 +495,10 @@ mod tests {
             assert_eq!(err.code(), "invalid_body", "{body}");
             assert!(err.message().contains(needle), "{body}: {}", err.message());
         }
-        for reserved in RESERVED_TYPES {
+        for reserved in crate::protocol::RESERVED_TYPES
+            .into_iter()
+            .chain(["presence.joined"])
+        {
             assert_eq!(
                 draft(json!({ "type": reserved })).unwrap_err().code(),
                 "reserved_type"
@@ -391,6 +517,7 @@ mod tests {
                 status: Status::Pending,
                 requires_ack: true,
                 key: Some("k=1".into()),
+                ephemeral: false,
             },
             Envelope {
                 id: "x".into(),
@@ -398,6 +525,7 @@ mod tests {
                 status: Status::Error,
                 requires_ack: false,
                 key: None,
+                ephemeral: true,
             },
         ] {
             let mut fields = Vec::new();
@@ -415,6 +543,77 @@ mod tests {
             Envelope::read_fields(|k| Some(if k == "status" { "done" } else { "1" })),
             None
         );
+    }
+
+    #[test]
+    fn ephemeral_publishes() {
+        let d = Draft::from_json(
+            json!({"type":"upload.progress","data":{"pct":45},"status":"pending","ephemeral":true}),
+            Some("k1"),
+            None,
+            0,
+            || "gen".into(),
+        )
+        .unwrap();
+        assert!(d.envelope.ephemeral);
+        assert_eq!(
+            d.envelope.key, None,
+            "nothing kept to compare a repeat with"
+        );
+        assert_eq!(d.envelope.id, "k1", "the key still names it");
+        let frame: Value =
+            serde_json::from_str(&render_ephemeral(&d.envelope.id, &d.members)).unwrap();
+        assert_eq!(frame["ephemeral"], true);
+        assert_eq!(frame["data"]["pct"], 45);
+        assert!(frame.get("seq").is_none() && frame.get("attempt").is_none());
+        let err = draft(json!({"type":"x","ephemeral":true,"requiresAck":true})).unwrap_err();
+        assert_eq!(err.code(), "invalid_body");
+        assert!(draft(json!({"type":"x","ephemeral":"yes"})).is_err());
+    }
+
+    #[test]
+    fn broadcast_bodies() {
+        let one =
+            Broadcast::from_json(json!({"userId":"u1","requestId":"r1","message":{"type":"x"}}))
+                .unwrap();
+        let rooms: Vec<&str> = one.rooms.iter().map(RoomId::as_str).collect();
+        assert_eq!(rooms, ["user_u1", "request_r1"]);
+        assert_eq!(one.request_id.as_deref(), Some("r1"));
+        let many =
+            Broadcast::from_json(json!({"userIds":["a","b","c"],"message":{"type":"x"}})).unwrap();
+        let rooms: Vec<&str> = many.rooms.iter().map(RoomId::as_str).collect();
+        assert_eq!(rooms, ["user_a", "user_b", "user_c"]);
+        let hundred: Vec<String> = (0..100).map(|i| format!("u{i}")).collect();
+        assert_eq!(
+            Broadcast::from_json(json!({"userIds":hundred,"message":{}}))
+                .unwrap()
+                .rooms
+                .len(),
+            100
+        );
+        let too_many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+        for (bad, needle) in [
+            (json!({"userIds":too_many,"message":{}}), "1 to 100"),
+            (json!({"userIds":[],"message":{}}), "1 to 100"),
+            (json!({"userIds":["a","a"],"message":{}}), "twice"),
+            (
+                json!({"userId":"a","userIds":["b"],"message":{}}),
+                "not both",
+            ),
+            (json!({"userIds":[1],"message":{}}), "strings"),
+            (json!({"message":{}}), "expected"),
+            (json!({"userId":"a"}), "expected"),
+            (json!({"userId":"a/b","message":{}}), "invalid room id"),
+            (
+                json!({"userId":"a","message":{},"extra":1}),
+                "unknown field",
+            ),
+            (json!([]), "expected"),
+        ] {
+            let err = Broadcast::from_json(bad.clone()).unwrap_err();
+            assert_eq!(err.code(), "invalid_body", "{bad}");
+            assert!(err.message().contains(needle), "{bad}: {}", err.message());
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The WebSocket wire protocol: frames a client may send, frames the server sends, and the
 //! type filters that decide which notifications a connection receives (SPEC, "WebSocket protocol").
 
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
-/// Frame names of the protocol; a notification may not use them as its `type`.
-pub const RESERVED_TYPES: [&str; 8] = [
+/// Frame names of the protocol; a notification may not use them as its `type` (nor any type
+/// starting with [`PRESENCE_PREFIX`]).
+pub const RESERVED_TYPES: [&str; 12] = [
     "connected",
     "ping",
     "pong",
@@ -13,7 +14,19 @@ pub const RESERVED_TYPES: [&str; 8] = [
     "unsubscribe",
     "subscribed",
     "error",
+    "event",
+    "emit",
+    "sync",
+    "synced",
 ];
+
+/// Presence frames' types (`presence.joined`, …) and the client's `presence.set`.
+pub const PRESENCE_PREFIX: &str = "presence.";
+
+/// Whether a notification `type` is a protocol name.
+pub fn is_reserved(t: &str) -> bool {
+    RESERVED_TYPES.contains(&t) || t.starts_with(PRESENCE_PREFIX)
+}
 
 /// Most ids one `ack` frame may carry, and most patterns one filter may hold.
 pub const MAX_LIST_LEN: usize = 256;
@@ -31,28 +44,24 @@ pub enum ClientFrame {
     Subscribe(Vec<TypePattern>),
     /// `{"type":"unsubscribe","data":{"types":[…]}}`.
     Unsubscribe(Vec<TypePattern>),
+    /// `{"type":"presence.set","data":{…}}`: the state, as JSON object text.
+    PresenceSet(String),
+    /// `{"type":"emit","event":"typing.start","data":{…}?}`: the data as JSON object text.
+    Emit { event: String, data: String },
+    /// `{"type":"sync","since":n}`.
+    Sync { since: u64 },
 }
 
 /// Why a client frame was refused; answered with an `invalid_message` error frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidFrame(pub String);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFrame {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(rename = "notificationId")]
-    notification_id: Option<String>,
-    ids: Option<Vec<String>>,
-    data: Option<RawTypes>,
+fn invalid(msg: impl Into<String>) -> InvalidFrame {
+    InvalidFrame(msg.into())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTypes {
-    types: Vec<String>,
-}
+/// Largest integer a JavaScript client can hold exactly.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 impl ClientFrame {
     /// Parses one text frame.
@@ -60,62 +69,119 @@ impl ClientFrame {
         if text == "ping" {
             return Ok(ClientFrame::TextPing);
         }
-        let raw: RawFrame = serde_json::from_str(text).map_err(|e| {
-            InvalidFrame(format!(
-                "expected a JSON frame with a known \"type\" ({e}); see docs/protocol.md"
+        let mut frame: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
+            invalid(format!(
+                "expected a JSON object frame with a known \"type\" ({e}); see docs/protocol.md"
             ))
         })?;
-        let no_extras = |ok: bool, what: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(InvalidFrame(format!(
-                    "unexpected fields for a {what} frame"
-                )))
+        // A member set to null counts as absent, as serde reads an optional field.
+        frame.retain(|_, v| !v.is_null());
+        let kind = match frame.remove("type") {
+            Some(Value::String(k)) => k,
+            _ => {
+                return Err(invalid(
+                    "a frame needs a string \"type\"; see docs/protocol.md",
+                ))
             }
         };
-        match raw.kind.as_str() {
+        // Exactly the listed fields: a typo (`notificationID`) is reported, not ignored.
+        let only = |frame: &Map<String, Value>, allowed: &[&str]| match frame
+            .keys()
+            .find(|k| !allowed.contains(&k.as_str()))
+        {
+            Some(extra) => Err(invalid(format!(
+                "unexpected field {extra:?} for a {kind} frame"
+            ))),
+            None => Ok(()),
+        };
+        match kind.as_str() {
             "ping" => {
-                no_extras(
-                    raw.notification_id.is_none() && raw.ids.is_none() && raw.data.is_none(),
-                    "ping",
-                )?;
+                only(&frame, &[])?;
                 Ok(ClientFrame::Ping)
             }
             "ack" => {
-                no_extras(raw.data.is_none(), "ack")?;
-                let ids: Vec<String> = match (raw.notification_id, raw.ids) {
-                    (Some(one), None) => vec![one],
-                    (None, Some(many)) if !many.is_empty() => many,
+                only(&frame, &["notificationId", "ids"])?;
+                let ids: Vec<String> = match (frame.remove("notificationId"), frame.remove("ids")) {
+                    (Some(Value::String(one)), None) => vec![one],
+                    (None, Some(Value::Array(many))) if !many.is_empty() => many
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::String(s) => Ok(s),
+                            _ => Err(invalid("ack \"ids\" must be strings")),
+                        })
+                        .collect::<Result<_, _>>()?,
                     _ => {
-                        return Err(InvalidFrame(
-                            "an ack carries either \"notificationId\" or a non-empty \"ids\""
-                                .into(),
+                        return Err(invalid(
+                            "an ack carries either \"notificationId\" or a non-empty \"ids\"",
                         ))
                     }
                 };
                 if ids.len() > MAX_LIST_LEN {
-                    return Err(InvalidFrame(format!(
+                    return Err(invalid(format!(
                         "an ack carries at most {MAX_LIST_LEN} ids"
                     )));
                 }
                 Ok(ClientFrame::Ack(ids))
             }
-            kind @ ("subscribe" | "unsubscribe") => {
-                no_extras(raw.notification_id.is_none() && raw.ids.is_none(), kind)?;
-                let types = raw.data.ok_or_else(|| {
-                    InvalidFrame(format!("a {kind} frame needs \"data\":{{\"types\":[…]}}"))
-                })?;
-                let patterns = TypePattern::parse_list(types.types.iter().map(String::as_str))
-                    .map_err(InvalidFrame)?;
+            "subscribe" | "unsubscribe" => {
+                only(&frame, &["data"])?;
+                let need = || invalid(format!("a {kind} frame needs \"data\":{{\"types\":[…]}}"));
+                let Some(Value::Object(mut data)) = frame.remove("data") else {
+                    return Err(need());
+                };
+                let Some(Value::Array(types)) = data.remove("types") else {
+                    return Err(need());
+                };
+                if !data.is_empty() {
+                    return Err(need());
+                }
+                let names = types
+                    .iter()
+                    .map(|t| t.as_str().ok_or_else(need))
+                    .collect::<Result<Vec<&str>, _>>()?;
+                let patterns = TypePattern::parse_list(names).map_err(InvalidFrame)?;
                 Ok(if kind == "subscribe" {
                     ClientFrame::Subscribe(patterns)
                 } else {
                     ClientFrame::Unsubscribe(patterns)
                 })
             }
-            other => Err(InvalidFrame(format!(
-                "unknown frame type {other:?}; expected ping, ack, subscribe or unsubscribe"
+            "presence.set" => {
+                only(&frame, &["data"])?;
+                match frame.remove("data") {
+                    Some(state @ Value::Object(_)) => {
+                        Ok(ClientFrame::PresenceSet(state.to_string()))
+                    }
+                    _ => Err(invalid("presence.set needs \"data\": a JSON object")),
+                }
+            }
+            "emit" => {
+                only(&frame, &["event", "data"])?;
+                let event = match frame.remove("event") {
+                    Some(Value::String(e)) if is_valid_type(&e) => e,
+                    _ => {
+                        return Err(invalid(
+                            "emit needs \"event\": 1-128 characters of [A-Za-z0-9_.:-]",
+                        ))
+                    }
+                };
+                let data = match frame.remove("data") {
+                    None | Some(Value::Null) => "{}".to_owned(),
+                    Some(d @ Value::Object(_)) => d.to_string(),
+                    Some(_) => return Err(invalid("emit \"data\" must be a JSON object")),
+                };
+                Ok(ClientFrame::Emit { event, data })
+            }
+            "sync" => {
+                only(&frame, &["since"])?;
+                match frame.remove("since").as_ref().and_then(Value::as_u64) {
+                    Some(since) if since <= MAX_SAFE_INTEGER => Ok(ClientFrame::Sync { since }),
+                    _ => Err(invalid("sync needs \"since\": an integer of at least 0")),
+                }
+            }
+            other => Err(invalid(format!(
+                "unknown frame type {other:?}; expected ping, ack, subscribe, unsubscribe, \
+                 presence.set, emit or sync"
             ))),
         }
     }
@@ -240,25 +306,49 @@ pub mod server {
     use super::*;
     use crate::json::Object;
 
-    /// `connected`, the first frame of every connection.
+    /// `connected`, the first frame of every connection; `presence` is the room's presence
+    /// summary for a connection that asked for it (`presence=1`).
     pub fn connected(
         room_id: &str,
         connection_id: &str,
         last_seq: u64,
         recovered: Option<bool>,
         server_time: &str,
+        presence: Option<&str>,
     ) -> String {
-        let frame = Object::new()
+        let mut frame = Object::new()
             .str("type", "connected")
             .str("roomId", room_id)
             .str("connectionId", connection_id)
             .num("lastSeq", last_seq)
             .str("serverTime", server_time);
-        match recovered {
-            Some(r) => frame.bool("recovered", r),
-            None => frame,
+        if let Some(r) = recovered {
+            frame = frame.bool("recovered", r);
         }
-        .finish()
+        if let Some(p) = presence {
+            frame = frame.raw("presence", p);
+        }
+        frame.finish()
+    }
+
+    /// `event`: a client event, stamped with its sender's `sub`.
+    pub fn event(name: &str, data: &str, user: &str, timestamp: &str) -> String {
+        Object::new()
+            .str("type", "event")
+            .str("event", name)
+            .raw("data", data)
+            .str("userId", user)
+            .str("timestamp", timestamp)
+            .finish()
+    }
+
+    /// `synced`, ending the replay a `sync` asked for.
+    pub fn synced(last_seq: u64, recovered: bool) -> String {
+        Object::new()
+            .str("type", "synced")
+            .num("lastSeq", last_seq)
+            .bool("recovered", recovered)
+            .finish()
     }
 
     /// `pong`, answering a JSON ping.
@@ -323,6 +413,64 @@ mod tests {
     }
 
     #[test]
+    fn parses_two_way_frames() {
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"presence.set","data":{"typing":true}}"#),
+            Ok(ClientFrame::PresenceSet(r#"{"typing":true}"#.into()))
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"emit","event":"typing.start","data":{"to":"b"}}"#),
+            Ok(ClientFrame::Emit {
+                event: "typing.start".into(),
+                data: r#"{"to":"b"}"#.into()
+            })
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"emit","event":"cursor.move"}"#),
+            Ok(ClientFrame::Emit {
+                event: "cursor.move".into(),
+                data: "{}".into()
+            }),
+            "data defaults to {{}}"
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"sync","since":0}"#),
+            Ok(ClientFrame::Sync { since: 0 })
+        );
+        for bad in [
+            r#"{"type":"presence.set"}"#,
+            r#"{"type":"presence.set","data":[1]}"#,
+            r#"{"type":"presence.set","data":{},"x":1}"#,
+            r#"{"type":"emit"}"#,
+            r#"{"type":"emit","event":"a b"}"#,
+            r#"{"type":"emit","event":"x","data":"str"}"#,
+            r#"{"type":"emit","event":"x","userId":"mallory"}"#,
+            r#"{"type":"sync"}"#,
+            r#"{"type":"sync","since":-1}"#,
+            r#"{"type":"sync","since":1.5}"#,
+            r#"{"type":"sync","since":"3"}"#,
+            r#"{"type":"sync","since":9007199254740992}"#,
+        ] {
+            assert!(ClientFrame::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reserved_names() {
+        for t in [
+            "event",
+            "emit",
+            "sync",
+            "synced",
+            "presence.joined",
+            "presence.anything",
+        ] {
+            assert!(is_reserved(t), "{t}");
+        }
+        assert!(!is_reserved("presence") && !is_reserved("note.created"));
+    }
+
+    #[test]
     fn refuses_wrong_shapes() {
         for bad in [
             "",
@@ -384,14 +532,39 @@ mod tests {
     #[test]
     fn server_frames_are_json() {
         let c: Value =
-            serde_json::from_str(&server::connected("r", "c", 7, Some(false), "t")).unwrap();
+            serde_json::from_str(&server::connected("r", "c", 7, Some(false), "t", None)).unwrap();
         assert_eq!(
             (c["type"].as_str(), c["lastSeq"].as_u64()),
             (Some("connected"), Some(7))
         );
         assert_eq!(c["recovered"], false);
-        let c: Value = serde_json::from_str(&server::connected("r", "c", 7, None, "t")).unwrap();
+        let c: Value = serde_json::from_str(&server::connected(
+            "r",
+            "c",
+            7,
+            None,
+            "t",
+            Some(r#"{"count":0,"users":[]}"#),
+        ))
+        .unwrap();
         assert!(c.get("recovered").is_none());
+        assert_eq!(c["presence"]["count"], 0);
+        let e: Value =
+            serde_json::from_str(&server::event("typing.start", r#"{"a":1}"#, "u\"1", "t"))
+                .unwrap();
+        assert_eq!(
+            (e["type"].as_str(), e["userId"].as_str(), &e["data"]["a"]),
+            (Some("event"), Some("u\"1"), &Value::from(1))
+        );
+        let s: Value = serde_json::from_str(&server::synced(9, true)).unwrap();
+        assert_eq!(
+            (
+                s["type"].as_str(),
+                s["lastSeq"].as_u64(),
+                s["recovered"].as_bool()
+            ),
+            (Some("synced"), Some(9), Some(true))
+        );
         let e: Value = serde_json::from_str(&server::error("rate_limited", "slow")).unwrap();
         assert_eq!(e["code"], "rate_limited");
     }

@@ -18,6 +18,8 @@ pub enum Route {
     History(RoomId),
     /// `GET /rooms/{roomId}/health`
     RoomHealth(RoomId),
+    /// `GET /rooms/{roomId}/presence`
+    Presence(RoomId),
     /// `GET /healthz`
     Healthz,
     /// `GET /`: the demo page.
@@ -49,7 +51,9 @@ impl Route {
                 let rest = path.strip_prefix("/rooms/").ok_or(ApiError::NotFound)?;
                 let (room, action) = rest.rsplit_once('/').ok_or(ApiError::NotFound)?;
                 match action {
-                    "subscribe" | "broadcast" | "history" | "health" => Path::Room(room, action),
+                    "subscribe" | "broadcast" | "history" | "health" | "presence" => {
+                        Path::Room(room, action)
+                    }
                     _ => return Err(ApiError::NotFound),
                 }
             }
@@ -82,6 +86,7 @@ impl Route {
                     "subscribe" => Route::Subscribe(room),
                     "broadcast" => Route::RoomBroadcast(room),
                     "history" => Route::History(room),
+                    "presence" => Route::Presence(room),
                     _ => Route::RoomHealth(room),
                 }
             }
@@ -98,6 +103,8 @@ pub struct SubscribeQuery {
     pub since: Option<u64>,
     /// `types=`: the initial type filter.
     pub types: TypeFilter,
+    /// `presence=1`: send this connection presence frames.
+    pub presence: bool,
 }
 
 impl SubscribeQuery {
@@ -106,10 +113,18 @@ impl SubscribeQuery {
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<SubscribeQuery, ApiError> {
         let mut q = SubscribeQuery::default();
-        let (mut seen_since, mut seen_types) = (false, false);
+        let (mut seen_since, mut seen_types, mut seen_presence) = (false, false, false);
         for (k, v) in pairs {
             match k {
                 "token" if q.token.is_none() => q.token = Some(v.to_owned()),
+                "presence" if !seen_presence => {
+                    seen_presence = true;
+                    q.presence = match v {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        _ => return Err(ApiError::InvalidQuery("presence must be 1 or 0".into())),
+                    };
+                }
                 "since" if !seen_since => {
                     seen_since = true;
                     q.since = Some(seq_param("since", v)?);
@@ -160,6 +175,43 @@ impl HistoryQuery {
                         return Err(ApiError::InvalidQuery("limit must be at least 1".into()));
                     }
                     q.limit = n.min(u64::from(MAX_HISTORY_LIMIT)) as u32;
+                }
+                "token" if q.token.is_none() => q.token = Some(v.to_owned()),
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// Query of `GET /rooms/{roomId}/presence`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceQuery {
+    /// Most users listed (default and maximum [`crate::presence::MAX_LIMIT`]; more is clamped).
+    pub limit: u32,
+    /// `token=`, as on subscribe.
+    pub token: Option<String>,
+}
+
+impl PresenceQuery {
+    pub fn parse<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<PresenceQuery, ApiError> {
+        let max = crate::presence::MAX_LIMIT;
+        let mut q = PresenceQuery {
+            limit: max,
+            token: None,
+        };
+        let mut seen_limit = false;
+        for (k, v) in pairs {
+            match k {
+                "limit" if !seen_limit => {
+                    seen_limit = true;
+                    let n = seq_param("limit", v)?;
+                    if n == 0 {
+                        return Err(ApiError::InvalidQuery("limit must be at least 1".into()));
+                    }
+                    q.limit = n.min(u64::from(max)) as u32;
                 }
                 "token" if q.token.is_none() => q.token = Some(v.to_owned()),
                 _ => {}
@@ -273,6 +325,33 @@ mod tests {
         assert_eq!(
             SubscribeQuery::parse([]).unwrap(),
             SubscribeQuery::default()
+        );
+    }
+
+    #[test]
+    fn presence_queries() {
+        let q = PresenceQuery::parse([]).unwrap();
+        assert_eq!((q.limit, q.token), (1000, None));
+        let q = PresenceQuery::parse([("limit", "5000"), ("token", "t")]).unwrap();
+        assert_eq!((q.limit, q.token.as_deref()), (1000, Some("t")));
+        assert!(PresenceQuery::parse([("limit", "0")]).is_err());
+        assert!(SubscribeQuery::parse([("presence", "1")]).unwrap().presence);
+        assert!(!SubscribeQuery::parse([("presence", "0")]).unwrap().presence);
+        assert_eq!(
+            SubscribeQuery::parse([("presence", "yes")])
+                .unwrap_err()
+                .code(),
+            "invalid_query"
+        );
+        assert_eq!(
+            Route::resolve("GET", "/rooms/r/presence"),
+            Ok(Route::Presence(RoomId::parse("r").unwrap()))
+        );
+        assert_eq!(
+            Route::resolve("POST", "/rooms/r/presence")
+                .unwrap_err()
+                .code(),
+            "method_not_allowed"
         );
     }
 

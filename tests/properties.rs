@@ -10,10 +10,10 @@ use roomcast::auth::{api_key_allowed, bearer, sign_hs256, Claims, TokenVerifier,
 use roomcast::codes::Close;
 use roomcast::config::Settings;
 use roomcast::error::ApiError;
-use roomcast::limits::{Admission, ConnectionGuard};
+use roomcast::limits::{Admission, ConnectionGuard, Rates};
 use roomcast::notification::{render_frame, render_payload, Draft};
 use roomcast::protocol::{
-    is_valid_type, ClientFrame, TypeFilter, TypePattern, MAX_LIST_LEN, RESERVED_TYPES,
+    is_reserved, is_valid_type, ClientFrame, TypeFilter, TypePattern, MAX_LIST_LEN,
 };
 use roomcast::room_id::RoomId;
 use roomcast::routing::{HistoryQuery, Route, SubscribeQuery, MAX_HISTORY_LIMIT};
@@ -447,6 +447,14 @@ fn frame_json(f: &ClientFrame) -> Option<String> {
         ClientFrame::Unsubscribe(p) => {
             json!({"type":"unsubscribe","data":{"types":patterns(p)}}).to_string()
         }
+        ClientFrame::PresenceSet(state) => format!(r#"{{"type":"presence.set","data":{state}}}"#),
+        ClientFrame::Emit { event, data } => {
+            format!(
+                r#"{{"type":"emit","event":{},"data":{data}}}"#,
+                json!(event)
+            )
+        }
+        ClientFrame::Sync { since } => json!({"type":"sync","since":since}).to_string(),
     })
 }
 
@@ -459,6 +467,9 @@ fn client_frames_never_panic_and_accepted_ones_are_stable() {
         r#"{"type":"ack","ids":["a","b"]}"#,
         r#"{"type":"subscribe","data":{"types":["note.*","x"]}}"#,
         r#"{"type":"unsubscribe","data":{"types":["*"]}}"#,
+        r#"{"type":"presence.set","data":{"status":"away"}}"#,
+        r#"{"type":"emit","event":"typing.start","data":{"to":"b"}}"#,
+        r#"{"type":"sync","since":12}"#,
         "ping",
     ];
     let mut accepted = 0;
@@ -472,11 +483,19 @@ fn client_frames_never_panic_and_accepted_ones_are_stable() {
             }
             _ => {
                 let mut v: Value = {
-                    let text: &&str = rng.pick(&valid[..5]);
+                    let text: &&str = rng.pick(&valid[..8]);
                     serde_json::from_str(text).unwrap()
                 };
                 let obj = v.as_object_mut().unwrap();
-                let key = *rng.pick(&["type", "ids", "notificationId", "data", "extra"]);
+                let key = *rng.pick(&[
+                    "type",
+                    "ids",
+                    "notificationId",
+                    "data",
+                    "extra",
+                    "event",
+                    "since",
+                ]);
                 obj.insert(key.into(), rng.json(2));
                 v.to_string()
             }
@@ -494,6 +513,14 @@ fn client_frames_never_panic_and_accepted_ones_are_stable() {
                     assert!(TypePattern::parse(pat.as_str()).is_ok());
                 }
             }
+            ClientFrame::PresenceSet(state) => {
+                assert!(serde_json::from_str::<Value>(state).is_ok_and(|v| v.is_object()));
+            }
+            ClientFrame::Emit { event, data } => {
+                assert!(is_valid_type(event), "{text}");
+                assert!(serde_json::from_str::<Value>(data).is_ok_and(|v| v.is_object()));
+            }
+            ClientFrame::Sync { since } => assert!(*since < 1 << 53),
             ClientFrame::Ping => {}
         }
         if let Some(canonical) = frame_json(&frame) {
@@ -524,6 +551,7 @@ fn drafts_render_valid_json_whose_type_is_the_input_type() {
         "error",
         "requiresAck",
         "id",
+        "ephemeral",
     ];
     let mut accepted = 0;
     for i in 0..iterations() * 3 {
@@ -581,7 +609,8 @@ fn drafts_render_valid_json_whose_type_is_the_input_type() {
         assert!(obj.keys().all(|k| fields.contains(&k.as_str())), "{body}");
         let input_type = obj["type"].as_str().expect("type is a string");
         assert_eq!(draft.envelope.kind, input_type);
-        assert!(is_valid_type(&draft.envelope.kind) && !RESERVED_TYPES.contains(&input_type));
+        assert!(is_valid_type(&draft.envelope.kind) && !is_reserved(input_type));
+        assert!(!(draft.envelope.ephemeral && draft.envelope.requires_ack));
         let seq = 1 + rng.below(1 << 20) as u64;
         let payload: Value =
             serde_json::from_str(&render_payload(&draft.envelope.id, seq, &draft.members))
@@ -1100,7 +1129,15 @@ fn connection_guard_bounds_frames_and_closes_as_specified() {
     for _ in 0..iterations() / 10 {
         let per_minute = 1 + rng.below(50) as u32;
         let max = 16 + rng.below(100);
-        let mut g = ConnectionGuard::new(per_minute, 0);
+        let mut g = ConnectionGuard::new(
+            Rates {
+                per_minute,
+                presence_sets: 3,
+                events: 20,
+                window_ms: 10_000,
+            },
+            0,
+        );
         let monotone = rng.chance(2);
         let (mut now, mut latest) = (0i64, 0i64);
         let (mut accepted, mut refused_recent) = (0u64, Vec::<i64>::new());

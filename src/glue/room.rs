@@ -12,15 +12,16 @@ use super::socket::Socket;
 use super::storage::{NewEntry, RoomLog};
 use crate::answer::{self, Answer, Health, Published};
 use crate::auth::LEEWAY_SECS;
-use crate::codes::{Close, LogEvent};
+use crate::codes::{Close, FrameError, LogEvent};
 use crate::config::Settings;
 use crate::connections::{Attachment, Connections, Limits};
 use crate::delivery::{replay, Action, Pruner, Retention, RetryPolicy};
 use crate::error::ApiError;
 use crate::internal::Call;
-use crate::limits::{Admission, ConnectionGuard};
-use crate::notification::{render_frame, render_payload, Envelope};
+use crate::limits::{Admission, ConnectionGuard, Rates};
+use crate::notification::{render_ephemeral, render_frame, render_payload, Envelope};
 use crate::outbox::{Outbox, Pace};
+use crate::presence::{self, Change, Presence};
 use crate::protocol::{server, ClientFrame, InvalidFrame, TypeFilter};
 use crate::time;
 use std::cell::{RefCell, RefMut};
@@ -51,6 +52,8 @@ struct Room {
     last_seq: u64,
     conns: Connections<Socket>,
     guards: HashMap<String, ConnectionGuard>,
+    /// Who is connected, rebuilt from the sockets' attachments on wake.
+    presence: Presence,
     /// Ms of the scheduled alarm: `None` for none, not yet known after a wake.
     alarm_at: Option<Option<i64>>,
     pruner: Pruner,
@@ -74,6 +77,15 @@ impl Room {
     /// Non-pending notifications at or below this seq are out of the history.
     fn cutoff(&self) -> u64 {
         self.retention().cutoff(self.last_seq)
+    }
+
+    fn rates(&self) -> Rates {
+        Rates {
+            per_minute: self.settings.rate_limit_per_minute,
+            presence_sets: presence::SET_RATE,
+            events: self.settings.client_event_rate,
+            window_ms: presence::RATE_WINDOW_MS,
+        }
     }
 
     fn limits(&self) -> Limits {
@@ -161,9 +173,10 @@ impl DurableObject for NotificationRoom {
                 exp,
                 since,
                 types,
+                presence,
                 ..
             } => {
-                let (resp, alarm) = self.subscribe(sub, exp, since, types)?;
+                let (resp, alarm) = self.subscribe(sub, exp, since, types, presence)?;
                 // The socket is live by now: failing to schedule is logged, not turned into a
                 // failed upgrade that would orphan it.
                 let _ = logged(self.schedule(alarm).await, "schedule");
@@ -197,6 +210,10 @@ impl DurableObject for NotificationRoom {
                 let has_more = rows.len() > limit as usize;
                 rows.truncate(limit as usize);
                 respond(&answer::history(&room.id, room.last_seq, has_more, &rows))
+            }
+            Call::Presence { limit, .. } => {
+                let room = self.room()?;
+                respond(&answer::presence(&room.id, &room.presence, limit))
             }
             Call::Health { .. } => {
                 let room = self.room()?;
@@ -275,30 +292,30 @@ impl NotificationRoom {
             let log = RoomLog::open(&self.state.storage()).map_err(js_error)?;
             let last_seq = log.last_seq().map_err(js_error)?;
             let now = now_ms();
-            let mut guards = HashMap::new();
-            let mut conns = Connections::default();
+            let id = log.room_id().map_err(js_error)?.unwrap_or_default();
+            let mut room = Room {
+                id,
+                settings,
+                log,
+                last_seq,
+                conns: Connections::default(),
+                guards: HashMap::new(),
+                presence: Presence::default(),
+                alarm_at: None,
+                pruner: Pruner::default(),
+            };
+            // Connections and presence follow the sockets the runtime holds.
             for ws in self.state.get_websockets() {
                 let socket = Socket(ws);
                 let Some(a) = socket.attachment() else {
                     continue;
                 };
-                guards.insert(
-                    a.id.clone(),
-                    ConnectionGuard::new(settings.rate_limit_per_minute, now),
-                );
-                conns.add(a.connection(socket, LEEWAY_SECS));
+                room.guards
+                    .insert(a.id.clone(), ConnectionGuard::new(room.rates(), now));
+                room.presence.restore(&a.sub, &a.state, a.since, a.state_at);
+                room.conns.add(a.connection(socket, LEEWAY_SECS));
             }
-            let id = log.room_id().map_err(js_error)?.unwrap_or_default();
-            *slot = Some(Room {
-                id,
-                settings,
-                log,
-                last_seq,
-                conns,
-                guards,
-                alarm_at: None,
-                pruner: Pruner::default(),
-            });
+            *slot = Some(room);
         }
         Ok(RefMut::map(slot, |r| r.as_mut().expect("opened above")))
     }
@@ -343,18 +360,24 @@ impl NotificationRoom {
         storage.set_alarm(ScheduledTime::new(date)).await
     }
 
-    /// Forgets a connection (its socket is closed or closing).
-    fn forget(&self, room: &mut Room, id: &str) {
+    /// Forgets a connection (its socket is closed or closing); its user leaves the room's
+    /// presence with its last connection. True if it was known.
+    fn forget(&self, room: &mut Room, id: &str) -> bool {
         room.guards.remove(id);
-        room.conns.remove(id);
+        let Some(c) = room.conns.remove(id) else {
+            return false;
+        };
+        if let Some(left) = room.presence.disconnect(&c.sub) {
+            self.announce(room, &left, None);
+        }
+        true
     }
 
     /// Closes a connection and forgets it.
     fn close(&self, room: &mut Room, ws: &Socket, close: Close, reason: &str) {
         ws.close(close, reason);
         if let Some(id) = self.conn_id(ws) {
-            if room.conns.remove(&id).is_some() {
-                room.guards.remove(&id);
+            if self.forget(room, &id) {
                 log(LogEvent::Disconnect
                     .line()
                     .str("room", &room.id)
@@ -362,6 +385,50 @@ impl NotificationRoom {
                     .num("code", close.code())
                     .str("reason", reason));
             }
+        }
+    }
+
+    /// Tells every presence watcher (but `except`) about a change.
+    fn announce(&self, room: &mut Room, change: &Change, except: Option<&str>) {
+        let frame = change.frame(now_ms());
+        let fan = {
+            let targets: Vec<&Socket> = room
+                .conns
+                .watchers()
+                .filter(|c| Some(c.id.as_str()) != except)
+                .map(|c| &c.socket)
+                .collect();
+            if targets.is_empty() {
+                return;
+            }
+            self.outbox
+                .borrow_mut()
+                .fan_out(targets, frame, Pace::Paced)
+        };
+        self.after_fan_out(room, fan);
+    }
+
+    /// Answers a refused frame with its error; the refusal counts toward the connection's
+    /// close (4002 for rates, 4003 otherwise), which it may trigger.
+    fn refuse(
+        &self,
+        room: &mut Room,
+        ws: &Socket,
+        conn_id: &str,
+        error: FrameError,
+        message: &str,
+        now: i64,
+    ) {
+        ws.send_text(&server::error(error.code(), message));
+        let close = room.guards.get_mut(conn_id).and_then(|g| {
+            if error.is_rate() {
+                g.refused(now)
+            } else {
+                g.invalid(now)
+            }
+        });
+        if let Some(close) = close {
+            self.close(room, ws, close, close.reason());
         }
     }
 
@@ -450,6 +517,7 @@ impl NotificationRoom {
         exp: i64,
         since: Option<u64>,
         types: Vec<String>,
+        watch: bool,
     ) -> Result<(Response, Option<i64>)> {
         // Capped: a far-future `exp` (up to i64::MAX from a token) must still fit the socket
         // attachment (a JavaScript number) and an alarm time.
@@ -470,11 +538,16 @@ impl NotificationRoom {
             return Ok((respond(&Answer::from(&refused))?, None));
         }
         let pair = WebSocketPair::new()?;
+        let (joined, user) = room.presence.connect(&sub, now);
         let attachment = Attachment {
             id: random_id(),
             sub,
             exp,
             types,
+            presence: watch,
+            state: user.state.clone(),
+            state_at: user.state_at,
+            since: user.since,
         };
         self.state
             .as_raw()
@@ -493,10 +566,16 @@ impl NotificationRoom {
             Err(e) => {
                 // Accepted but not set up: close it rather than keep a socket the room half knows.
                 server.close(Close::Internal, Close::Internal.reason());
-                self.forget(room, &attachment.id);
+                if !self.forget(room, &attachment.id) {
+                    room.presence.disconnect(&attachment.sub);
+                }
                 return Err(e);
             }
         };
+        // Watchers hear of a user's first connection; the newcomer itself never does.
+        if let Some(joined) = joined {
+            self.announce(room, &joined, Some(&attachment.id));
+        }
         log(LogEvent::Connect
             .line()
             .str("room", &room.id)
@@ -520,10 +599,8 @@ impl NotificationRoom {
         since: Option<u64>,
         now: i64,
     ) -> Result<(usize, i64)> {
-        room.guards.insert(
-            a.id.clone(),
-            ConnectionGuard::new(room.settings.rate_limit_per_minute, now),
-        );
+        room.guards
+            .insert(a.id.clone(), ConnectionGuard::new(room.rates(), now));
         let pending = room.log.pending().map_err(js_error)?;
         let after = match since {
             Some(s) => room
@@ -533,12 +610,14 @@ impl NotificationRoom {
             None => Vec::new(),
         };
         let recovered = since.map(|s| replay::recovered(s, room.last_seq, after.len()));
+        let summary = a.presence.then(|| room.presence.summary());
         let hello = server::connected(
             &room.id,
             &a.id,
             room.last_seq,
             recovered,
             &time::iso_from_ms(now),
+            summary.as_deref(),
         );
         ws.send_text(&hello);
         let conn = a.connection(ws.clone(), LEEWAY_SECS);
@@ -570,6 +649,22 @@ impl NotificationRoom {
         let now = now_ms();
         let mut guard = self.room()?;
         let room = &mut *guard;
+        if envelope.ephemeral {
+            let count = self.broadcast(
+                room,
+                &envelope.kind,
+                render_ephemeral(&envelope.id, members),
+                Pace::Paced,
+            );
+            log(envelope
+                .log(LogEvent::Publish.line().str("room", &room.id))
+                .num("broadcastCount", count));
+            let outcome = Published::Ephemeral {
+                id: envelope.id.clone(),
+                count,
+            };
+            return Ok((answer::published(outcome), None));
+        }
         let cutoff = room.cutoff();
         if let Some(k) = &envelope.key {
             if let Some(first) = room.log.find_by_key(k, cutoff).map_err(js_error)? {
@@ -636,17 +731,17 @@ impl NotificationRoom {
             return Ok(None);
         };
         let max = room.settings.max_message_bytes;
-        let per_minute = room.settings.rate_limit_per_minute;
+        let rates = room.rates();
         let admission = room
             .guards
             .entry(conn_id.clone())
-            .or_insert_with(|| ConnectionGuard::new(per_minute, now))
+            .or_insert_with(|| ConnectionGuard::new(rates, now))
             .admit(len, max, now);
         match admission {
             Admission::Accept => {}
             Admission::Refuse => {
                 ws.send_text(&server::error(
-                    "rate_limited",
+                    FrameError::RateLimited.code(),
                     "too many frames: at most RATE_LIMIT_PER_MINUTE per minute",
                 ));
                 return Ok(None);
@@ -665,11 +760,14 @@ impl NotificationRoom {
         let frame = match parsed {
             Ok(frame) => frame,
             Err(invalid) => {
-                ws.send_text(&server::error("invalid_message", &invalid.0));
-                let strike = room.guards.get_mut(&conn_id).and_then(|g| g.invalid(now));
-                if let Some(close) = strike {
-                    self.close(room, ws, close, close.reason());
-                }
+                self.refuse(
+                    room,
+                    ws,
+                    &conn_id,
+                    FrameError::InvalidMessage,
+                    &invalid.0,
+                    now,
+                );
                 return Ok(None);
             }
         };
@@ -703,8 +801,118 @@ impl NotificationRoom {
             ClientFrame::Unsubscribe(patterns) => {
                 return self.refilter(room, ws, &conn_id, now, |f| f.remove(&patterns));
             }
+            ClientFrame::PresenceSet(state) => self.set_presence(room, ws, &conn_id, &state, now),
+            ClientFrame::Emit { event, data } => self.emit(room, ws, &conn_id, &event, &data, now),
+            ClientFrame::Sync { since } => return self.sync(room, ws, &conn_id, since, now),
         }
         Ok(None)
+    }
+
+    /// `presence.set`: the user's new state, on every one of its connections' attachments (it
+    /// must survive any of them closing, and hibernation), and to every watcher.
+    fn set_presence(&self, room: &mut Room, ws: &Socket, conn_id: &str, state: &str, now: i64) {
+        if state.len() > room.settings.presence_state_bytes {
+            let msg = "presence state larger than PRESENCE_STATE_BYTES";
+            return self.refuse(room, ws, conn_id, FrameError::TooLarge, msg, now);
+        }
+        if !room
+            .guards
+            .get_mut(conn_id)
+            .is_some_and(|g| g.presence.take(now))
+        {
+            let msg = "too many presence.set frames: at most 3 per 10 s";
+            return self.refuse(room, ws, conn_id, FrameError::RateLimited, msg, now);
+        }
+        let Some(sub) = room.conns.get(conn_id).map(|c| c.sub.clone()) else {
+            return;
+        };
+        let Some(updated) = room.presence.set(&sub, state, now) else {
+            return;
+        };
+        let user = room.presence.get(&sub).cloned();
+        let ids: Vec<String> = room.conns.of_user(&sub).map(|c| c.id.clone()).collect();
+        for id in ids {
+            if let (Some(a), Some(c)) = (
+                room.conns.attachment(&id, user.as_ref()),
+                room.conns.get(&id),
+            ) {
+                if let Err(e) = c.socket.save(&a) {
+                    log(LogEvent::InternalError
+                        .line()
+                        .str("error", &describe(&e))
+                        .str("in", "presence.set"));
+                }
+            }
+        }
+        self.announce(room, &updated, None);
+    }
+
+    /// `emit`: a client event to the room's other connections whose filter matches it,
+    /// stamped with the sender's `sub` (a client cannot speak for someone else).
+    fn emit(&self, room: &mut Room, ws: &Socket, conn_id: &str, event: &str, data: &str, now: i64) {
+        if !room
+            .settings
+            .client_event_types
+            .iter()
+            .any(|p| p.matches(event))
+        {
+            let msg = "this event name is not in CLIENT_EVENT_TYPES";
+            return self.refuse(room, ws, conn_id, FrameError::EventNotAllowed, msg, now);
+        }
+        if data.len() > room.settings.max_client_event_bytes {
+            let msg = "event data larger than MAX_CLIENT_EVENT_BYTES";
+            return self.refuse(room, ws, conn_id, FrameError::TooLarge, msg, now);
+        }
+        if !room
+            .guards
+            .get_mut(conn_id)
+            .is_some_and(|g| g.events.take(now))
+        {
+            let msg = "too many events: at most CLIENT_EVENT_RATE per 10 s";
+            return self.refuse(room, ws, conn_id, FrameError::RateLimited, msg, now);
+        }
+        let Some(sub) = room.conns.get(conn_id).map(|c| c.sub.clone()) else {
+            return;
+        };
+        let frame = server::event(event, data, &sub, &time::iso_from_ms(now));
+        let fan = {
+            let targets: Vec<&Socket> = room
+                .conns
+                .matching(event)
+                .filter(|c| c.id != conn_id)
+                .map(|c| &c.socket)
+                .collect();
+            self.outbox
+                .borrow_mut()
+                .fan_out(targets, frame, Pace::Paced)
+        };
+        self.after_fan_out(room, fan);
+    }
+
+    /// `sync`: the replay a reconnect with `since` and the same filter would get, then
+    /// `synced`. Returns when the alarm must run, if it started a round.
+    fn sync(
+        &self,
+        room: &mut Room,
+        ws: &Socket,
+        conn_id: &str,
+        since: u64,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let Some(filter) = room.conns.get(conn_id).map(|c| c.filter.clone()) else {
+            return Ok(None);
+        };
+        let pending = room.log.pending().map_err(js_error)?;
+        let after = room
+            .log
+            .after(since, u32::MAX, room.cutoff())
+            .map_err(js_error)?;
+        let recovered = replay::recovered(since, room.last_seq, after.len());
+        let policy = room.policy();
+        let plan = replay::since(since, &pending, &after, &filter, policy, now);
+        let round = self.execute(room, Some(ws), &plan, now, Pace::Now)?;
+        ws.send_text(&server::synced(room.last_seq, recovered));
+        Ok(round.then(|| now + policy.interval_ms))
     }
 
     /// Changes a connection's filter, persists it (it must survive hibernation), confirms it,
@@ -723,7 +931,12 @@ impl NotificationRoom {
         let before = filter.clone();
         change(filter);
         let after = filter.clone();
-        if let Some(a) = room.conns.attachment(conn_id) {
+        let sub = room
+            .conns
+            .get(conn_id)
+            .map(|c| c.sub.clone())
+            .unwrap_or_default();
+        if let Some(a) = room.conns.attachment(conn_id, room.presence.get(&sub)) {
             ws.save(&a).map_err(js_error)?;
         }
         ws.send_text(&server::subscribed(&after));

@@ -13,10 +13,10 @@ use crate::codes::LogEvent;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::internal::{Call, INLINE_MAX};
-use crate::notification::Draft;
+use crate::notification::{Broadcast, Draft};
 use crate::query::{encoded_len, pairs, split_url};
 use crate::room_id::RoomId;
-use crate::routing::{HistoryQuery, Route, SubscribeQuery};
+use crate::routing::{HistoryQuery, PresenceQuery, Route, SubscribeQuery};
 use crate::{CLIENT_SCRIPT, DEMO_PAGE};
 use js_sys::Uint8Array;
 use serde_json::Value;
@@ -150,6 +150,7 @@ async fn dispatch(route: &Route, inc: &Incoming) -> Handled {
             broadcast(body, key, &inc.env).await
         }
         Route::History(room) => history(room, inc).await,
+        Route::Presence(room) => presence(room, inc).await,
         Route::RoomHealth(room) => health(room, inc).await,
         Route::DevToken => dev_token(inc).await,
     }
@@ -297,6 +298,7 @@ async fn subscribe(room: &RoomId, inc: &Incoming) -> Handled {
             exp: claims.exp,
             since: q.since,
             types: q.types.patterns(),
+            presence: q.presence,
         }
     } else {
         Call::Probe {
@@ -307,48 +309,25 @@ async fn subscribe(room: &RoomId, inc: &Incoming) -> Handled {
     answered(call_room(&inc.env, &call, None)?).await
 }
 
-/// `POST /broadcast {"userId","requestId"?,"message"}`: the same notification to `user_{userId}`
-/// and, with a `requestId`, `request_{requestId}`, at once.
+/// `POST /broadcast`: one notification to `user_{userId}` (or every `user_{id}` of `userIds`)
+/// and, with a `requestId`, `request_{requestId}`, with the same `id` in every room.
 async fn broadcast(body: Value, key: Option<String>, env: &Env) -> Handled {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Body {
-        #[serde(rename = "userId")]
-        user_id: String,
-        #[serde(rename = "requestId")]
-        request_id: Option<String>,
-        message: Value,
-    }
-    let body: Body = serde_json::from_value(body).map_err(|e| {
-        ApiError::InvalidBody(format!(
-            "expected {{\"userId\",\"requestId\"?,\"message\":{{…}}}}: {e}"
-        ))
-    })?;
-    let user_room = RoomId::for_user(&body.user_id).map_err(|_| {
-        ApiError::InvalidBody("userId makes an invalid room id user_{userId}".into())
-    })?;
-    let request_room = match &body.request_id {
-        Some(r) => Some(RoomId::for_request(r).map_err(|_| {
-            ApiError::InvalidBody("requestId makes an invalid room id request_{requestId}".into())
-        })?),
-        None => None,
-    };
+    let b = Broadcast::from_json(body)?;
     let draft = Draft::from_json(
-        body.message,
+        b.message,
         key.as_deref(),
-        body.request_id.as_deref(),
+        b.request_id.as_deref(),
         now_ms(),
         random_id,
     )?;
-    let mut rooms = vec![user_room];
-    rooms.extend(request_room);
     // Every room's call is in flight before the first answer is awaited.
-    let calls: Vec<_> = rooms
+    let calls: Vec<_> = b
+        .rooms
         .iter()
         .map(|room| publish(env, room, &draft))
         .collect();
-    let mut answers = Vec::with_capacity(rooms.len());
-    for (room, call) in rooms.iter().zip(calls) {
+    let mut answers = Vec::with_capacity(b.rooms.len());
+    for (room, call) in b.rooms.iter().zip(calls) {
         answers.push(read_answer(room, call).await);
     }
     Ok(http::answer(&answer::broadcast(&answers), &[]))
@@ -387,14 +366,29 @@ async fn read_answer(
 
 /// `GET /rooms/{id}/history` with an API key, or a token allowed in the room.
 async fn history(room: &RoomId, inc: &Incoming) -> Handled {
-    let s = inc.settings()?;
     let q = HistoryQuery::parse(inc.pairs().iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    let creds = inc.credentials(q.token.as_deref());
     let call = Call::History {
         room: room.clone(),
         since: q.since,
         limit: q.limit,
     };
+    read_room(room, inc, q.token.as_deref(), &call).await
+}
+
+/// `GET /rooms/{id}/presence`, with the same credentials as history.
+async fn presence(room: &RoomId, inc: &Incoming) -> Handled {
+    let q = PresenceQuery::parse(inc.pairs().iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let call = Call::Presence {
+        room: room.clone(),
+        limit: q.limit,
+    };
+    read_room(room, inc, q.token.as_deref(), &call).await
+}
+
+/// A reading call, allowed with an API key or a token allowed in the room.
+async fn read_room(room: &RoomId, inc: &Incoming, token: Option<&str>, call: &Call) -> Handled {
+    let s = inc.settings()?;
+    let creds = inc.credentials(token);
     if !creds.has_api_key(&s.broadcast_api_keys) {
         let token = creds.client_token().map_err(|_| {
             ApiError::Unauthorized(
@@ -413,7 +407,7 @@ async fn history(room: &RoomId, inc: &Incoming) -> Handled {
             )));
         }
     }
-    answered(call_room(&inc.env, &call, None)?).await
+    answered(call_room(&inc.env, call, None)?).await
 }
 
 async fn health(room: &RoomId, inc: &Incoming) -> Handled {
@@ -470,7 +464,7 @@ async fn dev_token(inc: &Incoming) -> Handled {
 /// never gets CORS headers; nor does an upgrade (a `101` cannot be copied).
 fn cors_headers(route: &Route, inc: &Incoming) -> Option<Vec<(&'static str, String)>> {
     let readable = match route {
-        Route::History(_) | Route::RoomHealth(_) | Route::Healthz => true,
+        Route::History(_) | Route::Presence(_) | Route::RoomHealth(_) | Route::Healthz => true,
         Route::Subscribe(_) => !inc.is_upgrade(),
         Route::Preflight { allow } => *allow == "GET, HEAD, OPTIONS",
         _ => false,
