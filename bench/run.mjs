@@ -9,13 +9,17 @@
 //                                          sockets: CPU and fan-out), big (5,000), sustained,
 //                                          coldstart, storm
 //   node bench/run.mjs --out=FILE          write the JSON elsewhere (default bench/results/)
+//   node bench/run.mjs --also=old:DIR,…    other roomcast builds (a directory holding index.js
+//                                          and index_bg.wasm) as extra peers, interleaved with
+//                                          the others: before/after figures from one run
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import zlib from "node:zlib";
 import crypto from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { PEERS, BASELINE, BENCH, ROOT, ROOMCAST_BUILD, Runtime, prepare } from "./lib/peers.mjs";
+import WebSocket from "ws";
+import { PEERS, BASELINE, BENCH, ROOT, ROOMCAST_BUILD, API_KEY, Runtime, prepare } from "./lib/peers.mjs";
 import { Pool, Publisher, token } from "./lib/client.mjs";
 import { cpuMicros, rssKiB, machineLoad, machineJiffies, workerdChildren } from "./lib/proc.mjs";
 import { percentile, median, max, mean, linearFit } from "./lib/stats.mjs";
@@ -24,7 +28,14 @@ const args = process.argv.slice(2);
 const QUICK = args.includes("--quick");
 const ONLY = args.find((a) => a.startsWith("--only="))?.slice(7).split(",");
 const OUT = args.find((a) => a.startsWith("--out="))?.slice(6) ?? path.join(BENCH, "results", QUICK ? "quick.json" : "latest.json");
-const WORKLOADS = ["wasm", "memory", "cpu", "big", "sustained", "coldstart", "storm"];
+const WORKLOADS = ["wasm", "memory", "cpu", "big", "sustained", "coldstart", "storm", "rows", "presence"];
+// Extra roomcast builds go right after roomcast itself, so they sit beside it in the table.
+for (const spec of (args.find((a) => a.startsWith("--also="))?.slice(7) ?? "").split(",").filter(Boolean)) {
+  const [label, dir] = spec.split(":");
+  if (!label || !dir || !fs.existsSync(path.join(dir, "index_bg.wasm"))) throw new Error(`--also=${spec}: want label:dir with a build in dir`);
+  PEERS.splice(1 + PEERS.filter((p) => p.kind === "roomcast").length - 1, 0, { name: `roomcast-${label}`, kind: "roomcast", dir: path.resolve(dir) });
+}
+const ROOMCASTS = PEERS.filter((p) => p.kind === "roomcast");
 const want = (w) => !ONLY || ONLY.includes(w);
 for (const w of ONLY ?? []) if (!WORKLOADS.includes(w)) throw new Error(`unknown workload ${w}; known: ${WORKLOADS.join(", ")}`);
 
@@ -42,6 +53,8 @@ const P = QUICK
       sustained: { sockets: 100, rounds: 2, seconds: 1, inflight: 8 },
       coldstart: { reps: 1 },
       storm: { sockets: 1000, before: 20, missed: 10 },
+      rows: { publishes: 100, limit: 50 },
+      presence: { watchers: 300, joins: 10 },
     }
   : {
       memory: { rounds: 2, sockets: 1000 },
@@ -56,6 +69,8 @@ const P = QUICK
       sustained: { sockets: 100, rounds: 10, seconds: 1, inflight: 8 },
       coldstart: { reps: 3 },
       storm: { sockets: 1000, before: 50, missed: 20 },
+      rows: { publishes: 400, limit: 200 },
+      presence: { watchers: 1000, joins: 40 },
     };
 
 const log = (...a) => console.error(`[${((performance.now() - T0) / 1000).toFixed(1).padStart(6)} s]`, ...a);
@@ -451,6 +466,144 @@ async function storm() {
 }
 
 // ---------------------------------------------------------------------------------------------
+/** A room's keyed health (roomcast builds that report SQLite rows and wasm memory). */
+async function health(rt, room) {
+  const res = await fetch(`${rt.base}/rooms/${room}/health`, { headers: { authorization: `Bearer ${API_KEY}` } });
+  return res.json();
+}
+
+/**
+ * roomcast builds: SQLite rows written and read per publish, as the cursors count them (what
+ * the platform bills), from the keyed health counters around a batch of publishes: while the
+ * log fills (no deletes yet), and once it is full (every publish pushes one out, deleted in
+ * batches), for a plain publish, a requiresAck one, and one with an Idempotency-Key.
+ */
+async function rowsPerPublish() {
+  const { publishes, limit } = P.rows;
+  for (const peer of ROOMCASTS) {
+    const rt = await start(peer, { bindings: { HISTORY_LIMIT: String(limit) } });
+    try {
+      const kinds = [
+        ["plain", (i) => ({ type: "note.created", data: { i } }), () => ({})],
+        ["ack", (i) => ({ type: "note.created", requiresAck: true, data: { i } }), () => ({})],
+        ["key", (i) => ({ type: "note.created", data: { i } }), (i) => ({ "idempotency-key": `k-${peer.name}-${i}` })],
+      ];
+      for (const [kind, body, headers] of kinds) {
+        const room = `rows-${kind}`;
+        const measure = async (from, to) => {
+          const h0 = await health(rt, room);
+          for (let i = from; i < to; i++) {
+            const res = await fetch(`${rt.base}/rooms/${room}/broadcast`, {
+              method: "POST",
+              headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json", ...headers(i) },
+              body: JSON.stringify(body(i)),
+            });
+            if (res.status !== 200) throw new Error(`rows: publish ${res.status}`);
+            await res.arrayBuffer();
+          }
+          const h1 = await health(rt, room);
+          if (h1.sqlRowsWritten === undefined) return null;
+          return { written: (h1.sqlRowsWritten - h0.sqlRowsWritten) / (to - from), read: (h1.sqlRowsRead - h0.sqlRowsRead) / (to - from) };
+        };
+        await measure(0, 1); // the room's first wake: schema, migrations
+        const filling = await measure(1, limit);
+        const full = await measure(limit, limit + publishes);
+        if (!filling) { log(`rows ${peer.name}: the build reports no SQLite rows`); break; }
+        figure(`rows_w_${kind}`, `SQLite rows written per publish (${kind}), log filling`, "rows", "lower", peer.name, filling.written);
+        figure(`rows_w_${kind}_full`, `SQLite rows written per publish (${kind}), log full (deletes included)`, "rows", "lower", peer.name, full.written);
+        figure(`rows_r_${kind}_full`, `SQLite rows read per publish (${kind}), log full`, "rows", "lower", peer.name, full.read);
+        log(`rows ${peer.name} ${kind}: written ${filling.written.toFixed(2)} filling, ${full.written.toFixed(2)} full; read ${full.read.toFixed(2)}`);
+      }
+    } finally {
+      await rt.dispose();
+    }
+  }
+}
+
+/**
+ * roomcast builds with presence: what presence costs at a room's scale. `watchers` sockets of
+ * distinct users connect at once with presence=1 (every join is told to everyone present: a
+ * storm of n(n-1)/2 frames), against the same storm without presence; then one more user joins
+ * and leaves, `joins` times, in that room of watchers.
+ */
+async function presenceCost() {
+  const { watchers, joins } = P.presence;
+  const PRESENCE = Buffer.from('"presence":{"count":');
+  const JOINED = Buffer.from('"presence.joined"');
+  const LEFT = Buffer.from('"presence.left"');
+  for (const peer of ROOMCASTS) {
+    const rt = await start(peer);
+    try {
+      /** Opens n sockets of distinct users; resolves when each knows about all n. */
+      const storm = async (room, presence) => {
+        const views = new Array(watchers).fill(0);
+        let converged = 0, onConverged;
+        const all = new Promise((r) => (onConverged = r));
+        const sockets = [];
+        const c0 = cpuMicros(rt.pid).sched, t0 = performance.now();
+        await Promise.all(Array.from({ length: watchers }, (_, i) => new Promise((resolve, reject) => {
+          const qs = new URLSearchParams({ token: token(`u${i}`), ...(presence ? { presence: "1" } : {}) });
+          const ws = new WebSocket(`${rt.wsBase}/rooms/${room}/subscribe?${qs}`, { perMessageDeflate: false, skipUTF8Validation: true });
+          sockets.push(ws);
+          ws.on("error", reject);
+          ws.on("message", (buf) => {
+            const at = buf.indexOf(PRESENCE);
+            if (buf.indexOf('"connected"') !== -1) {
+              if (at !== -1) { let n = 0; for (let k = at + PRESENCE.length; buf[k] >= 48 && buf[k] <= 57; k++) n = n * 10 + buf[k] - 48; views[i] = n; }
+              resolve();
+            } else if (buf.indexOf(JOINED) !== -1) views[i]++;
+            else if (buf.indexOf(LEFT) !== -1) views[i]--;
+            else return;
+            if (views[i] === watchers && ++converged === watchers) onConverged();
+          });
+        })));
+        const connected = performance.now() - t0;
+        // A build without presence sends no presence member: nothing to wait for.
+        if (presence && views.some((v) => v > 0)) await all;
+        const done = performance.now() - t0;
+        const settled = await settle(rt.pid);
+        return { sockets, views, connected, done, cpu: (settled.cpu - c0) / watchers };
+      };
+      const plain = await storm("presence-off", false);
+      for (const ws of plain.sockets) ws.terminate();
+      await settle(rt.pid);
+      if (!(await health(rt, "presence-off")).ok) throw new Error("presence: no health");
+      const on = await storm("presence-on", true);
+      if (on.views.some((v) => v !== watchers)) { log(`presence ${peer.name}: no presence frames (older build)`); for (const ws of on.sockets) ws.terminate(); continue; }
+      figure("presence_storm_ms", `${watchers} users joining at once with presence=1: until everyone sees everyone`, "ms", "lower", peer.name, on.done);
+      figure("presence_storm_cpu", `runtime CPU per join in that storm (n(n-1)/2 presence frames)`, "µs", "lower", peer.name, on.cpu);
+      figure("presence_storm_cpu_off", `runtime CPU per join, the same storm without presence=1`, "µs", "lower", peer.name, plain.cpu);
+      // One more user joins and leaves, in a room of `watchers` presence watchers.
+      let seen = 0, wantSeen = 0, onSeen;
+      for (const ws of on.sockets) ws.on("message", (buf) => { if (buf.indexOf(JOINED) !== -1 || buf.indexOf(LEFT) !== -1) { if (++seen === wantSeen) onSeen(); } });
+      const lat = [];
+      const c0 = cpuMicros(rt.pid).sched;
+      for (let k = 0; k < joins; k++) {
+        for (const kind of ["join", "leave"]) {
+          wantSeen = seen + watchers;
+          const heard = new Promise((r) => (onSeen = r));
+          const t0 = performance.now();
+          if (kind === "join") {
+            var extra = new WebSocket(`${rt.wsBase}/rooms/presence-on/subscribe?${new URLSearchParams({ token: token(`extra${k}`) })}`, { perMessageDeflate: false });
+          } else {
+            extra.terminate();
+          }
+          await heard;
+          lat.push(performance.now() - t0);
+        }
+      }
+      const settled = await settle(rt.pid);
+      figure("presence_joinleave_cpu", `runtime CPU per join or leave, room of ${watchers} watchers`, "µs", "lower", peer.name, (settled.cpu - c0) / (2 * joins));
+      figure("presence_joinleave_ms", `join or leave until all ${watchers} watchers have the frame (p50)`, "ms", "lower", peer.name, median(lat));
+      log(`presence ${peer.name}: storm ${on.done.toFixed(0)} ms, ${on.cpu.toFixed(0)} µs/join (${plain.cpu.toFixed(0)} without); join/leave ${((settled.cpu - c0) / (2 * joins)).toFixed(0)} µs, p50 ${median(lat).toFixed(1)} ms`);
+      for (const ws of on.sockets) ws.terminate();
+    } finally {
+      await rt.dispose();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 function fmt(v, unit) {
   if (v === undefined || Number.isNaN(v)) return "–";
   if (unit === "%") return `${v.toFixed(0)}%`;
@@ -479,6 +632,11 @@ function tableKeys() {
     "sustained_rate", "sustained_delivered", "sustained_resp_p99", "sustained_cpu",
     "# reconnect storm (roomcast only)",
     "storm_connected", "storm_resumed",
+    "# SQLite rows per publish (roomcast builds that count them)",
+    "rows_w_plain", "rows_w_ack", "rows_w_key", "rows_w_plain_full", "rows_w_ack_full", "rows_w_key_full",
+    "rows_r_plain_full", "rows_r_ack_full", "rows_r_key_full",
+    "# presence (roomcast builds with presence)",
+    "presence_storm_ms", "presence_storm_cpu", "presence_storm_cpu_off", "presence_joinleave_cpu", "presence_joinleave_ms",
   ];
 }
 
@@ -541,6 +699,8 @@ async function main() {
   }
   if (want("coldstart")) await coldstart();
   if (want("storm")) await storm();
+  if (want("rows")) await rowsPerPublish();
+  if (want("presence")) await presenceCost();
 
   const j1 = machineJiffies(), own1 = ownCpuMicros();
   const wallS = (performance.now() - T0) / 1000;

@@ -53,7 +53,7 @@ export function prepare({ log = console.error } = {}) {
 }
 
 /** Miniflare options for a peer. */
-function options(peer, { persist, port = 0, onStdout, inspectorPort }) {
+function options(peer, { persist, port = 0, onStdout, inspectorPort, bindings: extra = {} }) {
   const drain = (stdout, stderr) => {
     stdout.on("data", (d) => onStdout?.(d));
     stderr.on("data", (d) => onStdout?.(d, true));
@@ -79,6 +79,7 @@ function options(peer, { persist, port = 0, onStdout, inspectorPort }) {
         BROADCAST_API_KEYS: API_KEY,
         MAX_CONNECTIONS_PER_USER: "100000",
         MAX_CONNECTIONS_PER_ROOM: "100000",
+        ...extra,
       },
     };
   }

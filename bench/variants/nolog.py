@@ -1,6 +1,8 @@
-# roomcast::runtime::log becomes a no-op: no structured log line per event.
-p='src/runtime.rs'; s=open(p).read()
-i=s.index('pub fn log(line: Object) {')
-j=s.index('\n}\n', i)
-s=s[:i]+'pub fn log(_line: Object) {'+s[j:]
-open(p,'w').write(s)
+# glue::env::log becomes a no-op: no structured log line per event.
+p = 'src/glue/env.rs'; s = open(p).read()
+old = '''pub fn log(line: Object) {
+    worker::console_log!("{}", line.finish());
+}'''
+assert old in s, "glue::env::log not found"
+s = s.replace(old, '''pub fn log(_line: Object) {}''')
+open(p, 'w').write(s)

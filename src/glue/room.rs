@@ -151,7 +151,7 @@ impl DurableObject for NotificationRoom {
     fn new(state: State, env: Env) -> Self {
         // Text `ping` is answered by the runtime without waking the room.
         if let Ok(pair) = worker::WebSocketRequestResponsePair::new("ping", "pong") {
-            let _ = state.as_raw().set_websocket_auto_response(&pair);
+            state.set_websocket_auto_response(&pair);
         }
         NotificationRoom {
             state,
@@ -322,8 +322,7 @@ impl NotificationRoom {
 
     /// The id of a connection's socket: its hibernation tag (cheaper than its attachment).
     fn conn_id(&self, ws: &Socket) -> Option<String> {
-        let tags = self.state.as_raw().get_tags(ws.0.as_ref()).ok()?;
-        tags.into_iter().next()
+        self.state.get_tags(&ws.0).into_iter().next()
     }
 
     /// Records the room's id (alarms and socket events carry none).
@@ -549,6 +548,9 @@ impl NotificationRoom {
             state_at: user.state_at,
             since: user.since,
         };
+        // Through the raw state: the runtime refuses an accept beyond its per-object socket
+        // limit, and workers-rs's accept would turn that exception into a panic that resets the
+        // object and drops every socket; here it is an error answer for this one connection.
         self.state
             .as_raw()
             .accept_websocket_with_tags(
