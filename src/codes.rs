@@ -104,11 +104,12 @@ impl FrameError {
 /// A structured log line's `event`: one JSON object per line, never a token, key or secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogEvent {
-    /// A socket was accepted (room, connection, sub, since, replayed, connections).
+    /// A socket was accepted (room, connection, sub, since, replayed, connections, latencyMs).
     Connect,
     /// A socket closed (room, connection, code, reason).
     Disconnect,
-    /// A notification was stored and sent (room, id, seq, type, requiresAck, broadcastCount).
+    /// A notification was stored and sent (room, id, seq, type, requiresAck, broadcastCount,
+    /// latencyMs), or an ephemeral one sent (ephemeral, no seq).
     Publish,
     /// Pending notifications were acked (room, connection, sub, ids, acked).
     Ack,
@@ -118,6 +119,8 @@ pub enum LogEvent {
     Failed,
     /// Pending notifications reached `HISTORY_TTL_SECONDS` unacked and became failed (room, pending).
     Expired,
+    /// The room's alarm ran (room, lateMs, rounds, failed, tokensExpired, next).
+    Alarm,
     /// The Worker refused a request with 401, 403, 429 or 503 (method, path, status, code);
     /// never the query string, which may hold a token.
     Refused,
@@ -137,6 +140,7 @@ impl LogEvent {
             LogEvent::Retry => "retry",
             LogEvent::Failed => "failed",
             LogEvent::Expired => "expired",
+            LogEvent::Alarm => "alarm",
             LogEvent::Refused => "refused",
             LogEvent::LimitRefused => "limit_refused",
             LogEvent::InternalError => "internal_error",
@@ -148,7 +152,7 @@ impl LogEvent {
         Object::new().str("event", self.name())
     }
 
-    pub const ALL: [LogEvent; 10] = [
+    pub const ALL: [LogEvent; 11] = [
         LogEvent::Connect,
         LogEvent::Disconnect,
         LogEvent::Publish,
@@ -156,6 +160,7 @@ impl LogEvent {
         LogEvent::Retry,
         LogEvent::Failed,
         LogEvent::Expired,
+        LogEvent::Alarm,
         LogEvent::Refused,
         LogEvent::LimitRefused,
         LogEvent::InternalError,

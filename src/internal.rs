@@ -33,6 +33,8 @@ pub enum Call {
         types: Vec<String>,
         /// `presence=1`.
         presence: bool,
+        /// When the Worker received the upgrade (ms): the connect's latency in the log.
+        received_at: i64,
     },
     /// Whether a connection of `sub` would be accepted now (the connection limits): the
     /// subscribe URL without `Upgrade`, so a browser can learn why its upgrade was refused.
@@ -47,6 +49,8 @@ pub enum Call {
         room: RoomId,
         envelope: Envelope,
         members: Option<String>,
+        /// When the Worker received the publish (ms): its latency in the log.
+        received_at: i64,
     },
     /// `GET /history` after auth.
     History {
@@ -101,8 +105,10 @@ impl Call {
                 since,
                 types,
                 presence,
+                received_at,
                 ..
             } => {
+                field("at", &received_at.to_string());
                 field("sub", sub);
                 field("exp", &exp.to_string());
                 if let Some(s) = since {
@@ -115,8 +121,12 @@ impl Call {
             }
             Call::Probe { sub, .. } => field("sub", sub),
             Call::Publish {
-                envelope, members, ..
+                envelope,
+                members,
+                received_at,
+                ..
             } => {
+                field("at", &received_at.to_string());
                 envelope.write_fields(&mut field);
                 if let Some(m) = members {
                     field("members", m);
@@ -160,6 +170,7 @@ impl Call {
                     .map(str::to_owned)
                     .collect(),
                 presence: get("presence") == Some("1"),
+                received_at: get("at")?.parse().ok()?,
             },
             "probe" => Call::Probe {
                 room,
@@ -169,6 +180,7 @@ impl Call {
                 room,
                 envelope: Envelope::read_fields(get)?,
                 members: get("members").map(str::to_owned),
+                received_at: get("at")?.parse().ok()?,
             },
             "history" => Call::History {
                 room,
@@ -204,6 +216,7 @@ mod tests {
                 since: Some(7),
                 types: vec!["job.*".into(), "a".into()],
                 presence: true,
+                received_at: 1_768_903_200_000,
             },
             Call::Subscribe {
                 room: room("r"),
@@ -212,6 +225,7 @@ mod tests {
                 since: None,
                 types: vec![],
                 presence: false,
+                received_at: 0,
             },
             Call::Probe {
                 room: room("r"),
@@ -228,6 +242,7 @@ mod tests {
                     ephemeral: false,
                 },
                 members: Some(r#""type":"job.done","data":{"a":"&=?#/%"}"#.into()),
+                received_at: 5,
             },
             Call::Publish {
                 room: room("request_9"),
@@ -240,6 +255,7 @@ mod tests {
                     ephemeral: true,
                 },
                 members: None,
+                received_at: 6,
             },
             Call::History {
                 room: room("r"),

@@ -118,6 +118,16 @@ impl Room {
     }
 }
 
+/// What a subscribe asked for, as the Worker verified it.
+struct Asked {
+    since: Option<u64>,
+    types: Vec<String>,
+    /// `presence=1`.
+    watch: bool,
+    /// When the Worker received the upgrade (ms).
+    received_at: i64,
+}
+
 /// Logs a failure where nobody waits for an answer (a socket event, the alarm), or where the
 /// answer has already been decided.
 fn logged<T>(result: Result<T>, handler: &str) -> Result<T> {
@@ -174,9 +184,16 @@ impl DurableObject for NotificationRoom {
                 since,
                 types,
                 presence,
+                received_at,
                 ..
             } => {
-                let (resp, alarm) = self.subscribe(sub, exp, since, types, presence)?;
+                let asked = Asked {
+                    since,
+                    types,
+                    watch: presence,
+                    received_at,
+                };
+                let (resp, alarm) = self.subscribe(sub, exp, asked)?;
                 // The socket is live by now: failing to schedule is logged, not turned into a
                 // failed upgrade that would orphan it.
                 let _ = logged(self.schedule(alarm).await, "schedule");
@@ -192,13 +209,16 @@ impl DurableObject for NotificationRoom {
                 respond(&Answer::from(&refusal))
             }
             Call::Publish {
-                envelope, members, ..
+                envelope,
+                members,
+                received_at,
+                ..
             } => {
                 let members = match members {
                     Some(m) => m,
                     None => req.text().await?,
                 };
-                let (answer, alarm) = self.publish(&envelope, &members)?;
+                let (answer, alarm) = self.publish(&envelope, &members, received_at)?;
                 // The notification is stored and sent: a failed schedule is logged, and the
                 // next event (a connect, an ack round) schedules again.
                 let _ = logged(self.schedule(alarm).await, "schedule");
@@ -510,14 +530,13 @@ impl NotificationRoom {
     }
 
     /// Accepts a connection; returns the upgrade response and when the alarm must run for it.
-    fn subscribe(
-        &self,
-        sub: String,
-        exp: i64,
-        since: Option<u64>,
-        types: Vec<String>,
-        watch: bool,
-    ) -> Result<(Response, Option<i64>)> {
+    fn subscribe(&self, sub: String, exp: i64, asked: Asked) -> Result<(Response, Option<i64>)> {
+        let Asked {
+            since,
+            types,
+            watch,
+            received_at,
+        } = asked;
         // Capped: a far-future `exp` (up to i64::MAX from a token) must still fit the socket
         // attachment (a JavaScript number) and an alarm time.
         let exp = exp.min(time::MAX_ALARM_MS / 1000);
@@ -585,7 +604,8 @@ impl NotificationRoom {
             .str("sub", &attachment.sub)
             .opt_num("since", since)
             .num("replayed", replayed)
-            .num("connections", room.conns.len()));
+            .num("connections", room.conns.len())
+            .num("latencyMs", now - received_at));
         Ok((Response::from_websocket(pair.client)?, Some(alarm)))
     }
 
@@ -647,7 +667,12 @@ impl NotificationRoom {
     /// Publishes (the notification's members have arrived): the answer, and when the alarm
     /// must run for its redelivery. From the key lookup to the answer nothing waits, so seq
     /// assignment, the append and the fan-out are one atomic step.
-    fn publish(&self, envelope: &Envelope, members: &str) -> Result<(Answer, Option<i64>)> {
+    fn publish(
+        &self,
+        envelope: &Envelope,
+        members: &str,
+        received_at: i64,
+    ) -> Result<(Answer, Option<i64>)> {
         let now = now_ms();
         let mut guard = self.room()?;
         let room = &mut *guard;
@@ -660,7 +685,8 @@ impl NotificationRoom {
             );
             log(envelope
                 .log(LogEvent::Publish.line().str("room", &room.id))
-                .num("broadcastCount", count));
+                .num("broadcastCount", count)
+                .num("latencyMs", now - received_at));
             let outcome = Published::Ephemeral {
                 id: envelope.id.clone(),
                 count,
@@ -713,7 +739,8 @@ impl NotificationRoom {
         log(envelope
             .log(LogEvent::Publish.line().str("room", &room.id))
             .num("seq", seq)
-            .num("broadcastCount", count));
+            .num("broadcastCount", count)
+            .num("latencyMs", now - received_at));
         let retry_at =
             (envelope.requires_ack && count > 0).then(|| now + room.policy().interval_ms);
         let outcome = Published::Stored {
@@ -953,10 +980,12 @@ impl NotificationRoom {
     fn alarm_round(&self, now: i64) -> Result<Option<i64>> {
         let mut guard = self.room()?;
         let room = &mut *guard;
+        let scheduled = room.alarm_at.flatten();
         room.alarm_at = Some(None);
         // Tokens that expired while connected: close with 4001.
-        for id in room.conns.expired(now) {
-            if let Some(ws) = room.conns.get(&id).map(|c| c.socket.clone()) {
+        let expired = room.conns.expired(now);
+        for id in &expired {
+            if let Some(ws) = room.conns.get(id).map(|c| c.socket.clone()) {
                 self.close(room, &ws, Close::TokenExpired, Close::TokenExpired.reason());
             }
         }
@@ -968,7 +997,20 @@ impl NotificationRoom {
         self.execute(room, None, &plan, now, Pace::Paced)?;
         room.pruner.sweep_next();
         room.prune(now)?;
-        room.next_alarm(now)
+        let next = room.next_alarm(now)?;
+        let rounds = plan
+            .iter()
+            .filter(|a| matches!(a, Action::Round { .. }))
+            .count();
+        log(LogEvent::Alarm
+            .line()
+            .str("room", &room.id)
+            .opt_num("lateMs", scheduled.map(|at| now - at))
+            .num("rounds", rounds)
+            .num("failed", plan.len() - rounds)
+            .num("tokensExpired", expired.len())
+            .opt_num("next", next));
+        Ok(next)
     }
 }
 

@@ -51,6 +51,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 /// One request as the handlers see it: its headers read once.
 struct Incoming {
     req: Request,
+    /// When the request arrived (ms).
+    received_at: i64,
     headers: Headers,
     method: String,
     path: String,
@@ -86,6 +88,7 @@ async fn handle(req: Request, env: Env) -> Response {
     let url = req.url();
     let (path, query) = split_url(&url);
     let inc = Incoming {
+        received_at: now_ms(),
         headers: req.headers(),
         method: req.method(),
         path: path.to_owned(),
@@ -143,11 +146,11 @@ async fn dispatch(route: &Route, inc: &Incoming) -> Handled {
             let (body, key) = publish_body(inc).await?;
             let draft = Draft::from_json(body, key.as_deref(), None, now_ms(), random_id)?;
             // The room's answer is already SPEC's response: passed on unread.
-            publish(&inc.env, room, &draft)?.await
+            publish(&inc.env, room, &draft, inc.received_at)?.await
         }
         Route::Broadcast => {
             let (body, key) = publish_body(inc).await?;
-            broadcast(body, key, &inc.env).await
+            broadcast(body, key, inc).await
         }
         Route::History(room) => history(room, inc).await,
         Route::Presence(room) => presence(room, inc).await,
@@ -245,6 +248,7 @@ fn publish(
     env: &Env,
     room: &RoomId,
     d: &Draft,
+    received_at: i64,
 ) -> Result<impl std::future::Future<Output = Handled>, ApiError> {
     // Small notifications ride in the call's URL: the room then answers without waiting for
     // a body.
@@ -253,6 +257,7 @@ fn publish(
         room: room.clone(),
         envelope: d.envelope.clone(),
         members: inline.then(|| d.members.clone()),
+        received_at,
     };
     let body = (!inline).then_some(d.members.as_str());
     Ok(answered(call_room(env, &call, body)?))
@@ -299,6 +304,7 @@ async fn subscribe(room: &RoomId, inc: &Incoming) -> Handled {
             since: q.since,
             types: q.types.patterns(),
             presence: q.presence,
+            received_at: inc.received_at,
         }
     } else {
         Call::Probe {
@@ -311,7 +317,7 @@ async fn subscribe(room: &RoomId, inc: &Incoming) -> Handled {
 
 /// `POST /broadcast`: one notification to `user_{userId}` (or every `user_{id}` of `userIds`)
 /// and, with a `requestId`, `request_{requestId}`, with the same `id` in every room.
-async fn broadcast(body: Value, key: Option<String>, env: &Env) -> Handled {
+async fn broadcast(body: Value, key: Option<String>, inc: &Incoming) -> Handled {
     let b = Broadcast::from_json(body)?;
     let draft = Draft::from_json(
         b.message,
@@ -324,7 +330,7 @@ async fn broadcast(body: Value, key: Option<String>, env: &Env) -> Handled {
     let calls: Vec<_> = b
         .rooms
         .iter()
-        .map(|room| publish(env, room, &draft))
+        .map(|room| publish(&inc.env, room, &draft, inc.received_at))
         .collect();
     let mut answers = Vec::with_capacity(b.rooms.len());
     for (room, call) in b.rooms.iter().zip(calls) {
