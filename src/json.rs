@@ -36,14 +36,6 @@ impl Object {
         self
     }
 
-    /// A string member, or `null`.
-    pub fn opt_str(self, k: &str, v: Option<&str>) -> Object {
-        match v {
-            Some(v) => self.str(k, v),
-            None => self.raw(k, "null"),
-        }
-    }
-
     /// A number member (integers: their `Display` is valid JSON).
     pub fn num(mut self, k: &str, v: impl Display) -> Object {
         self.key(k);
@@ -133,8 +125,6 @@ mod tests {
             .num("n", 42u64)
             .num("neg", -7i64)
             .opt_num("none", None::<u32>)
-            .opt_str("maybe", Some("x"))
-            .opt_str("nothing", None)
             .bool("t", true)
             .strs("list", &["a", "b\"c"])
             .strs::<&str>("empty", &[])
@@ -144,7 +134,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"s": tricky, tricky: "as key", "n": 42, "neg": -7, "none": null,
-                   "maybe": "x", "nothing": null, "t": true, "list": ["a", "b\"c"],
+                   "t": true, "list": ["a", "b\"c"],
                    "empty": [], "obj": {"k": [1, 2]}})
         );
         assert_eq!(Object::new().finish(), "{}");
