@@ -4,7 +4,8 @@
 //! This state lives in memory only, and that is enough: a room hibernates only after a quiet
 //! spell, and a connection that is flooding it keeps it awake.
 
-use crate::codes::Close;
+use crate::codes::{Close, FrameError};
+use crate::protocol::TypePattern;
 use std::collections::VecDeque;
 
 /// Refused frames within [`STRIKE_WINDOW_MS`] that close the connection (the 10th one closes).
@@ -99,6 +100,9 @@ impl Window {
     }
 }
 
+/// Whether a frame may go ahead, or the error (and its message) to answer it with.
+pub type Check = Result<(), (FrameError, &'static str)>;
+
 /// What to do with a frame a connection sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -143,6 +147,54 @@ impl ConnectionGuard {
             invalid: Strikes::default(),
             presence: Window::new(rates.presence_sets, rates.window_ms),
             events: Window::new(rates.events, rates.window_ms),
+        }
+    }
+
+    /// Whether a `presence.set` of `state_len` bytes may go ahead (size first, then its rate);
+    /// otherwise the error to answer with.
+    pub fn presence_set(&mut self, state_len: usize, max_bytes: usize, now_ms: i64) -> Check {
+        if state_len > max_bytes {
+            Err((
+                FrameError::TooLarge,
+                "presence state larger than PRESENCE_STATE_BYTES",
+            ))
+        } else if !self.presence.take(now_ms) {
+            Err((
+                FrameError::RateLimited,
+                "too many presence.set frames: at most 3 per 10 s",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether an `emit` of `event` with `data_len` bytes of data may go ahead: allowed by
+    /// `CLIENT_EVENT_TYPES`, within `MAX_CLIENT_EVENT_BYTES`, within `CLIENT_EVENT_RATE`.
+    pub fn emit(
+        &mut self,
+        event: &str,
+        data_len: usize,
+        allowed: &[TypePattern],
+        max_bytes: usize,
+        now_ms: i64,
+    ) -> Check {
+        if !allowed.iter().any(|p| p.matches(event)) {
+            Err((
+                FrameError::EventNotAllowed,
+                "this event name is not in CLIENT_EVENT_TYPES",
+            ))
+        } else if data_len > max_bytes {
+            Err((
+                FrameError::TooLarge,
+                "event data larger than MAX_CLIENT_EVENT_BYTES",
+            ))
+        } else if !self.events.take(now_ms) {
+            Err((
+                FrameError::RateLimited,
+                "too many events: at most CLIENT_EVENT_RATE per 10 s",
+            ))
+        } else {
+            Ok(())
         }
     }
 
@@ -213,6 +265,47 @@ mod tests {
             assert_eq!(g.refused(0), None);
         }
         assert_eq!(g.refused(0), Some(Close::RateLimited));
+    }
+
+    #[test]
+    fn presence_sets_are_checked_for_size_then_rate() {
+        let mut g = ConnectionGuard::new(rates(100), 0);
+        let code = |r: Check| r.map_err(|(e, _)| e.code());
+        assert_eq!(code(g.presence_set(11, 10, 0)), Err("too_large"));
+        for _ in 0..3 {
+            assert_eq!(code(g.presence_set(10, 10, 0)), Ok(()));
+        }
+        assert_eq!(code(g.presence_set(2, 10, 1)), Err("rate_limited"));
+        assert_eq!(
+            code(g.presence_set(2, 10, 10_000)),
+            Ok(()),
+            "the window slid"
+        );
+    }
+
+    #[test]
+    fn emits_need_an_allowed_name_a_small_payload_and_room_in_the_rate() {
+        let mut g = ConnectionGuard::new(rates(100), 0);
+        let allowed = TypePattern::parse_list(["typing.*"]).unwrap();
+        let code = |r: Check| r.map_err(|(e, _)| e.code());
+        assert_eq!(
+            code(g.emit("cursor.move", 2, &allowed, 10, 0)),
+            Err("event_not_allowed")
+        );
+        assert_eq!(
+            code(g.emit("typing.start", 2, &[], 10, 0)),
+            Err("event_not_allowed")
+        );
+        assert_eq!(
+            code(g.emit("typing.start", 11, &allowed, 10, 0)),
+            Err("too_large")
+        );
+        assert_eq!(code(g.emit("typing.start", 10, &allowed, 10, 0)), Ok(()));
+        assert_eq!(code(g.emit("typing.stop", 2, &allowed, 10, 0)), Ok(()));
+        assert_eq!(
+            code(g.emit("typing.stop", 2, &allowed, 10, 0)),
+            Err("rate_limited")
+        );
     }
 
     #[test]

@@ -170,11 +170,7 @@ impl HistoryQuery {
                 }
                 "limit" if !seen_limit => {
                     seen_limit = true;
-                    let n = seq_param("limit", v)?;
-                    if n == 0 {
-                        return Err(ApiError::InvalidQuery("limit must be at least 1".into()));
-                    }
-                    q.limit = n.min(u64::from(MAX_HISTORY_LIMIT)) as u32;
+                    q.limit = limit_param(v, MAX_HISTORY_LIMIT)?;
                 }
                 "token" if q.token.is_none() => q.token = Some(v.to_owned()),
                 _ => {}
@@ -207,11 +203,7 @@ impl PresenceQuery {
             match k {
                 "limit" if !seen_limit => {
                     seen_limit = true;
-                    let n = seq_param("limit", v)?;
-                    if n == 0 {
-                        return Err(ApiError::InvalidQuery("limit must be at least 1".into()));
-                    }
-                    q.limit = n.min(u64::from(max)) as u32;
+                    q.limit = limit_param(v, max)?;
                 }
                 "token" if q.token.is_none() => q.token = Some(v.to_owned()),
                 _ => {}
@@ -223,6 +215,14 @@ impl PresenceQuery {
 
 /// Largest integer a JavaScript client can hold exactly.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// A page size: at least 1, clamped to `max`.
+fn limit_param(raw: &str, max: u32) -> Result<u32, ApiError> {
+    match seq_param("limit", raw)? {
+        0 => Err(ApiError::InvalidQuery("limit must be at least 1".into())),
+        n => Ok(n.min(u64::from(max)) as u32),
+    }
+}
 
 fn seq_param(name: &str, raw: &str) -> Result<u64, ApiError> {
     match raw.parse::<u64>() {

@@ -840,17 +840,13 @@ impl NotificationRoom {
     /// `presence.set`: the user's new state, on every one of its connections' attachments (it
     /// must survive any of them closing, and hibernation), and to every watcher.
     fn set_presence(&self, room: &mut Room, ws: &Socket, conn_id: &str, state: &str, now: i64) {
-        if state.len() > room.settings.presence_state_bytes {
-            let msg = "presence state larger than PRESENCE_STATE_BYTES";
-            return self.refuse(room, ws, conn_id, FrameError::TooLarge, msg, now);
-        }
-        if !room
+        let max = room.settings.presence_state_bytes;
+        let check = room
             .guards
             .get_mut(conn_id)
-            .is_some_and(|g| g.presence.take(now))
-        {
-            let msg = "too many presence.set frames: at most 3 per 10 s";
-            return self.refuse(room, ws, conn_id, FrameError::RateLimited, msg, now);
+            .map(|g| g.presence_set(state.len(), max, now));
+        if let Some(Err((error, msg))) = check {
+            return self.refuse(room, ws, conn_id, error, msg, now);
         }
         let Some(sub) = room.conns.get(conn_id).map(|c| c.sub.clone()) else {
             return;
@@ -879,26 +875,15 @@ impl NotificationRoom {
     /// `emit`: a client event to the room's other connections whose filter matches it,
     /// stamped with the sender's `sub` (a client cannot speak for someone else).
     fn emit(&self, room: &mut Room, ws: &Socket, conn_id: &str, event: &str, data: &str, now: i64) {
-        if !room
-            .settings
-            .client_event_types
-            .iter()
-            .any(|p| p.matches(event))
-        {
-            let msg = "this event name is not in CLIENT_EVENT_TYPES";
-            return self.refuse(room, ws, conn_id, FrameError::EventNotAllowed, msg, now);
-        }
-        if data.len() > room.settings.max_client_event_bytes {
-            let msg = "event data larger than MAX_CLIENT_EVENT_BYTES";
-            return self.refuse(room, ws, conn_id, FrameError::TooLarge, msg, now);
-        }
-        if !room
-            .guards
-            .get_mut(conn_id)
-            .is_some_and(|g| g.events.take(now))
-        {
-            let msg = "too many events: at most CLIENT_EVENT_RATE per 10 s";
-            return self.refuse(room, ws, conn_id, FrameError::RateLimited, msg, now);
+        let check = {
+            let s = &room.settings;
+            let (allowed, max) = (&s.client_event_types, s.max_client_event_bytes);
+            room.guards
+                .get_mut(conn_id)
+                .map(|g| g.emit(event, data.len(), allowed, max, now))
+        };
+        if let Some(Err((error, msg))) = check {
+            return self.refuse(room, ws, conn_id, error, msg, now);
         }
         let Some(sub) = room.conns.get(conn_id).map(|c| c.sub.clone()) else {
             return;
