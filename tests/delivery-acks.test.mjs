@@ -308,3 +308,40 @@ test("resuming with since: a pending notification nobody was sent yet is deliver
   c.send({ type: "ack", notificationId: pending.id });
   await roundTrip(c);
 });
+
+test("widening a filter delivers the pending notifications it newly matches at once", async () => {
+  const u = user();
+  const c = await w.connect(u.room, { token: u.token, query: { types: "note.*" } });
+  const other = await w.connect(u.room, { token: u.token, query: { types: "task.*" } });
+  const queued = await publishOk(u.room, { type: "job.done", requiresAck: true });
+  assert.equal(queued.broadcastCount, 0, "nobody wants job.* yet: it waits in the offline queue");
+  const running = await publishOk(u.room, { type: "task.done", requiresAck: true });
+  assert.equal((await other.next()).attempt, 1);
+
+  // Widening to job.* and task.*: the queued one starts its first round (a new round, so every
+  // matching connection gets it); the running one comes to this connection at its current attempt.
+  c.send({ type: "subscribe", data: { types: ["job.*", "task.*"] } });
+  assert.deepEqual(await c.next(), { type: "subscribed", data: { types: ["note.*", "job.*", "task.*"] } });
+  const got = [await c.next(), await c.next()];
+  assert.deepEqual(
+    got.map((f) => [f.id, f.attempt]).sort(),
+    [[queued.id, 1], [running.id, 1]].sort(),
+  );
+  // Acked at once: the room's next round (INTERVAL) would otherwise come into the checks below.
+  c.send({ type: "ack", ids: [queued.id, running.id] });
+  await roundTrip(c);
+  const e = await entry(u.room, queued.id);
+  assert.deepEqual([e.deliveryStatus, e.attempts], ["acked", 1], "the queued one counted one round");
+  assert.ok(await other.quiet(INTERVAL + 300), "acked: nothing more, and the running round was not re-sent");
+
+  // Narrowing delivers nothing; subscribing to a type the filter already matches delivers nothing.
+  const again = await publishOk(u.room, { type: "job.again", requiresAck: true });
+  assert.equal(again.broadcastCount, 1);
+  assert.equal((await c.next()).id, again.id);
+  c.send({ type: "unsubscribe", data: { types: ["job.*"] } });
+  assert.deepEqual(await c.next(), { type: "subscribed", data: { types: ["note.*", "task.*"] } });
+  c.send({ type: "subscribe", data: { types: ["task.done"] } });
+  assert.equal((await c.next()).type, "subscribed");
+  c.send({ type: "ack", notificationId: again.id });
+  await roundTrip(c);
+});
