@@ -331,6 +331,23 @@ test("a socket dropped without a close frame leaves presence (terminate, TCP res
   watcher.terminate();
 });
 
+test("a connection closed by the server leaves presence like any other (4003 after ten invalid frames)", async () => {
+  const room = roomName("pkick");
+  const watcher = await join(room, "w", { watch: true });
+  const tab1 = await join(room, "kim");
+  const tab2 = await join(room, "kim");
+  assertFrame(await watcher.next(), "presence.joined", "kim", {});
+  for (let i = 0; i < 10; i++) tab1.send("garbage");
+  assert.equal((await closedWith(tab1)).code, 4003);
+  await presenceUntil(room, (p) => userIn(p, "kim")?.connections === 1, "the closed tab gone");
+  assert.deepEqual(await roundTrip(watcher), [], "kim still has a tab open");
+  for (let i = 0; i < 10; i++) tab2.send("garbage");
+  assert.equal((await closedWith(tab2)).code, 4003);
+  assertFrame(await watcher.next(), "presence.left", "kim");
+  assert.equal(userIn(await presenceOf(room), "kim"), undefined);
+  watcher.terminate();
+});
+
 test("the presence route lists at most 1000 users: a larger limit is clamped, count is all of them", async () => {
   const room = roomName("pbig");
   const N = 1001;
