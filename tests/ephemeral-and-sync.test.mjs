@@ -4,7 +4,7 @@
 // `since` (and the same filter) would, then says `synced`.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startWorker, tokenFor, roomName, API_KEY } from "./support/harness.mjs";
+import { startWorker, tokenFor, roomName } from "./support/harness.mjs";
 import { ISO_Z, KEY, assertError, roundTrip, keyedHealth } from "./support/checks.mjs";
 
 const INTERVAL = 300;

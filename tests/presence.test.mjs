@@ -4,7 +4,7 @@
 // limits, and sockets dropped without a close frame.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startWorker, tokenFor, roomName, API_KEY } from "./support/harness.mjs";
+import { startWorker, tokenFor, roomName } from "./support/harness.mjs";
 import { ISO_Z, KEY, assertError, roundTrip, closedWith, eventually } from "./support/checks.mjs";
 
 const STATE_BYTES = 64;
