@@ -35,6 +35,23 @@ import WebSocket from "ws";
 import { ROOT, BENCH, API_KEY, Runtime } from "./lib/peers.mjs";
 import { token } from "./lib/client.mjs";
 import { rssKiB } from "./lib/proc.mjs";
+
+/** RssAnon and RssFile of a process, in KiB: heap and mapped files apart. */
+function rssParts(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  const kib = (name) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN);
+  return { anon: kib("RssAnon"), file: kib("RssFile") };
+}
+
+/** Bytes of every file under a directory. */
+function diskBytes(dir) {
+  let n = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    try { n += e.isDirectory() ? diskBytes(p) : fs.statSync(p).size; } catch {}
+  }
+  return n;
+}
 import { percentile, mean } from "./lib/stats.mjs";
 
 const USAGE = "usage: node bench/soak.mjs [--minutes=10] [--warmup=2] [--sockets=1000] [--rooms=20] [--rate=25] [--ack-share=0.3] [--churn=0.02] [--rss-bound=25] [--build=build] [--report-every=<s>] [--json=<file>]";
@@ -57,6 +74,8 @@ function parseArgs(argv) {
 const opts = parseArgs(process.argv.slice(2));
 const DURATION_MS = opts.minutes * 60_000;
 const WARMUP_MS = opts.warmup * 60_000;
+/** RSS samples: every 5 s, more often in a short run so each quarter has some. */
+const SAMPLE_MS = Math.min(5000, Math.max(500, DURATION_MS / 40));
 const REPORT_MS = opts["report-every"] > 0 ? opts["report-every"] * 1000 : Math.max(10_000, DURATION_MS / 20);
 const ACK = { ACK_RETRY_INTERVAL_MS: "2000", ACK_MAX_ATTEMPTS: "3" };
 /** How far back a redelivery can reach, in seqs: rounds last ACK_MAX_ATTEMPTS intervals. */
@@ -74,9 +93,11 @@ const copy = path.join(BENCH, "build/soak");
 fs.mkdirSync(copy, { recursive: true });
 for (const f of ["index.js", "index_bg.wasm"]) fs.copyFileSync(path.join(buildDir, f), path.join(copy, f));
 
-const rt = await Runtime.start({ name: "roomcast", kind: "roomcast", dir: copy, bindings: ACK });
-// workerd closes a keep-alive connection idle for 5 s (kj's HTTP pipeline timeout); dropping
-// ours at 4 s avoids sending a request into a connection the server is closing.
+// Durable Object storage in a directory of our own, so its size on disk is reported next to RSS.
+const persist = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-soak-"));
+const rt = await Runtime.start({ name: "roomcast", kind: "roomcast", dir: copy, bindings: ACK }, { persist });
+// workerd closes a keep-alive connection after 5 s idle (measured); dropping ours at 4 s avoids
+// sending a request into a connection the server is closing (an ECONNRESET, not a lost publish).
 const agent = new Agent({ keepAlive: true, maxSockets: 64, timeout: 4000 });
 const base = new URL(rt.base);
 
@@ -282,7 +303,7 @@ async function reporter() {
   let lastFrames = 0;
   let lastPublishes = 0;
   while (running.publish) {
-    await sleep(5000);
+    await sleep(SAMPLE_MS);
     samples.push({ t: performance.now() - measureStart, rss: rssKiB(rt.pid) });
     if (performance.now() - lastReport < REPORT_MS - 100 && running.publish) continue;
     const secs = (performance.now() - lastReport) / 1000;
@@ -294,6 +315,8 @@ async function reporter() {
     const row = {
       t: Math.round((performance.now() - measureStart) / 1000),
       rssMiB: +(samples.at(-1).rss / 1024).toFixed(1),
+      anonMiB: +(rssParts(rt.pid).anon / 1024).toFixed(1),
+      storageMiB: +(diskBytes(persist) / 2 ** 20).toFixed(1),
       wasmMiB: wasm === null ? null : +(wasm / 2 ** 20).toFixed(2),
       open: subs.filter((s) => s.state === "open").length,
       publishes: stats.publishes,
@@ -310,7 +333,7 @@ async function reporter() {
     lastFrames = stats.frames;
     lastPublishes = stats.publishes;
     rows.push(row);
-    log(`${String(row.t).padStart(5)} s  rss ${row.rssMiB} MiB  wasm ${row.wasmMiB ?? "n/a"}${row.wasmMiB === null ? "" : " MiB"}  open ${row.open}  ` +
+    log(`${String(row.t).padStart(5)} s  rss ${row.rssMiB} MiB (anon ${row.anonMiB})  storage ${row.storageMiB} MiB  wasm ${row.wasmMiB ?? "n/a"}${row.wasmMiB === null ? "" : " MiB"}  open ${row.open}  ` +
       `publishes ${row.publishes} (${row.publishesPerS}/s)  frames ${row.framesPerS}/s  reconnects ${row.reconnects}  redeliveries ${row.redeliveries}  ` +
       `lost ${row.lost}  dup ${row.duplicated}  latency p50 ${row.p50} p99 ${row.p99} max ${row.max} ms`);
   }
@@ -355,7 +378,8 @@ const failures = [];
 if (stats.lost) failures.push(`${stats.lost} lost`);
 if (stats.duplicated) failures.push(`${stats.duplicated} duplicated`);
 if (stats.publishErrors) failures.push(`${stats.publishErrors} publishes failed`);
-if (!(growth <= opts["rss-bound"])) failures.push(`RSS grew ${growth.toFixed(1)} % from the first quarter to the last (bound ${opts["rss-bound"]} %)`);
+if (Number.isNaN(growth)) failures.push("too few RSS samples to compare the quarters (a longer --minutes)");
+else if (!(growth <= opts["rss-bound"])) failures.push(`RSS grew ${growth.toFixed(1)} % from the first quarter to the last (bound ${opts["rss-bound"]} %)`);
 result.pass = failures.length === 0;
 
 log(`\nsoak ${result.pass ? "PASSED" : "FAILED"}${failures.length ? `: ${failures.join(", ")}` : ""}`);
@@ -372,4 +396,5 @@ log(`  result: ${path.relative(process.cwd(), out)}`);
 for (const s of subs) s.ws?.terminate();
 agent.destroy();
 await rt.dispose();
+fs.rmSync(persist, { recursive: true, force: true });
 process.exit(result.pass ? 0 : 1);
