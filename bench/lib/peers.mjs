@@ -79,6 +79,7 @@ function options(peer, { persist, port = 0, onStdout, inspectorPort, bindings: e
         BROADCAST_API_KEYS: API_KEY,
         MAX_CONNECTIONS_PER_USER: "100000",
         MAX_CONNECTIONS_PER_ROOM: "100000",
+        ...peer.bindings,
         ...extra,
       },
     };

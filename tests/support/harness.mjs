@@ -20,8 +20,9 @@ export const BASE_BINDINGS = { JWT_SECRET, BROADCAST_API_KEYS: API_KEY };
  * Starts the worker. `bindings` override BASE_BINDINGS (a value of `undefined` removes one);
  * `persist` is a directory for Durable Object storage that outlives this runtime; `port` a fixed
  * loopback port (default: a free one), e.g. to restart a runtime where its clients expect it.
+ * `onStdout`, when given, gets the runtime's stdout stream (the worker's JSON log lines).
  */
-export async function startWorker({ bindings = {}, persist, port = 0 } = {}) {
+export async function startWorker({ bindings = {}, persist, port = 0, onStdout } = {}) {
   const merged = { ...BASE_BINDINGS, ...bindings };
   for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
   const mf = new Miniflare({
@@ -38,7 +39,8 @@ export async function startWorker({ bindings = {}, persist, port = 0 } = {}) {
     // The worker logs one JSON line per event; in test output that is noise (a fan-out test
     // prints thousands). ROOMCAST_TEST_LOGS=1 shows them. stderr (errors, panics) always shows.
     handleRuntimeStdio(stdout, stderr) {
-      if (process.env.ROOMCAST_TEST_LOGS) stdout.pipe(process.stdout);
+      if (onStdout) onStdout(stdout);
+      else if (process.env.ROOMCAST_TEST_LOGS) stdout.pipe(process.stdout);
       else stdout.resume();
       stderr.pipe(process.stderr);
     },
