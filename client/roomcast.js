@@ -78,6 +78,16 @@ export function matchesType(pattern, type) {
   return pattern === type;
 }
 
+/**
+ * Whether what a listener added by name (`on("typing.*")`) got is a client event rather than a
+ * notification (in TypeScript, it narrows the type).
+ * @param {unknown} m
+ * @returns {boolean}
+ */
+export function isClientEvent(m) {
+  return Boolean(m) && m.type === "event" && typeof m.event === "string";
+}
+
 function isPattern(p) {
   return typeof p === "string" && (p === "*" || TYPE.test(p.endsWith(".*") ? p.slice(0, -2) : p));
 }

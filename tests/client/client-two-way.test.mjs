@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { Window } from "happy-dom";
 import { startWorker, tokenFor, API_KEY } from "../support/harness.mjs";
-import { matchesType } from "../../client/roomcast.js";
+import { matchesType, isClientEvent } from "../../client/roomcast.js";
 import {
   makeClient, waitForState, waitForEvent, waitForCount, pollUntil, quiet, deferred, controlledWebSocket,
 } from "./helpers.mjs";
@@ -225,6 +225,8 @@ test("on(type) and on(event name): exact names and patterns, built-in events fir
   assert.equal(events[0].userId, "bob", "stamped by the server with the sender's user");
   assert.deepEqual(events[0].data, { field: "title" });
   assert.equal(events[0].roomId, room);
+  assert.equal(isClientEvent(events[0]), true);
+  assert.equal(isClientEvent(alice.seen[0]), false);
 
   // The sender's own socket does not get its event.
   assert.equal(await quiet(bob.client, "event", 200), true);
