@@ -4,7 +4,9 @@ import {
   RealtimeClient, RealtimeError, backoffDelay, CloseCode, matchesType, isClientEvent, type Notification, type ConnectionState,
   type RoomStatus, type ClientEvent, type PresenceUser, type SyncResult,
 } from "../../../client/roomcast.js";
-import { useRealtime, RealtimeProvider, useRealtimeClient, type ConnectionInfo } from "../../../client/react.js";
+import {
+  useRealtime, RealtimeProvider, useRealtimeClient, usePresence, useEvent, type ConnectionInfo,
+} from "../../../client/react.js";
 import { createBroadcaster, BroadcastError, ENV } from "../../../client/broadcaster.js";
 
 interface NoteData { entityId: string; title: string }
@@ -130,6 +132,23 @@ function Component() {
   notifications.push(first!);
 }
 void Component;
+
+function Online({ room }: { room: string }) {
+  const { users, count, setPresence } = usePresence(room);
+  const names: string[] = users.map((u) => u.userId);
+  setPresence({ status: "here" });
+  const { last, emit } = useEvent(room, "typing.*", (e) => void e.userId);
+  const who: string | undefined = last?.userId;
+  const sent: boolean = emit("typing.start", { field: "title" });
+  // Without a provider: the client's settings.
+  const own = usePresence(room, { url: "https://rt.example.com", getToken: async () => "jwt", types: ["note.*", "typing.*"] });
+  void [names, count, who, sent, own.users, useEvent(null, "cursor.move").last];
+  // @ts-expect-error: the list is read-only
+  users.push(users[0]);
+  // @ts-expect-error: a state is an object
+  setPresence("away");
+}
+void Online;
 
 function App() {
   const shared: RealtimeClient | null = useRealtimeClient();
