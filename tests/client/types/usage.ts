@@ -172,7 +172,25 @@ async function handler() {
   } catch (e) {
     if (e instanceof BroadcastError) void [e.status, e.code, e.retryable, dup];
   }
+  const many = await rc.broadcastMany(["1", "2"], "team.invite", { teamId: 7 }, { idempotencyKey: "run:invite", requiresAck: true });
+  void many.rooms["user_1"].seq;
+  await rc.broadcastNotification({ userIds: ["1", "2"], message: { type: "x" } });
+  const p = await rc.progress("42", "upload.progress", { pct: 40 }, { requestId: "abc" });
+  if (p !== null) {
+    const eph: true = p.rooms["user_42"].ephemeral;
+    void eph;
+  }
+  await rc.progress(["1", "2"], "upload.progress", { pct: 50 });
+  try {
+    await rc.broadcastMany(["1"], "x.y");
+  } catch (e) {
+    if (e instanceof BroadcastError && e.status === 207) void e.failedRooms;
+  }
   // @ts-expect-error: status is a fixed set
   await rc.publish("team_1", { type: "x", status: "ok" });
+  // @ts-expect-error: userId or userIds, not both
+  await rc.broadcastNotification({ userId: "1", userIds: ["2"], message: { type: "x" } });
+  // @ts-expect-error: progress is never acked
+  await rc.progress("42", "upload.progress", {}, { requiresAck: true });
 }
 void handler;
