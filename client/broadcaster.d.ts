@@ -24,8 +24,21 @@ export interface PublishResult {
 
 export interface BroadcastResult {
   success: true;
-  /** Per room: `user_{userId}` and, with a requestId, `request_{requestId}`. */
+  /** Per room: `user_{userId}` (each user's, for many) and, with a requestId, `request_{requestId}`. */
   rooms: Record<string, PublishResult>;
+}
+
+/** One room's answer to an ephemeral publish: sent to `broadcastCount` sockets, nothing kept. */
+export interface EphemeralPublishResult {
+  success: true;
+  broadcastCount: number;
+  id: string;
+  ephemeral: true;
+}
+
+export interface ProgressResult {
+  success: true;
+  rooms: Record<string, EphemeralPublishResult>;
 }
 
 export interface BroadcasterOptions {
@@ -36,7 +49,7 @@ export interface BroadcasterOptions {
    * Default: the environment's ROOMCAST_API_KEY, else REALTIME_API_KEY.
    */
   apiKey?: string;
-  /** Retries after the first attempt, on network errors, timeouts and 5xx. Default 3. */
+  /** Retries after the first attempt, on network errors, timeouts, 5xx and 207 (some rooms failed). Default 3. */
   retries?: number;
   /** Default globalThis.fetch. */
   fetch?: typeof fetch;
@@ -61,13 +74,41 @@ export interface NotifyOptions {
   idempotencyKey?: string;
 }
 
+export interface ManyOptions extends NotifyOptions {
+  /** Default "success". */
+  status?: "success" | "error" | "pending";
+}
+
+export interface ProgressOptions {
+  requestId?: string;
+  /** Default "pending". */
+  status?: "success" | "error" | "pending";
+}
+
 export interface Broadcaster {
-  broadcastNotification(args: {
-    userId: string;
+  /** POST /broadcast: to `user_{userId}` (or each of `userIds`, 1-100) and `request_{requestId}`. */
+  broadcastNotification(args: ({ userId: string; userIds?: undefined } | { userIds: string[]; userId?: undefined }) & {
     requestId?: string;
     message: OutgoingMessage;
     idempotencyKey?: string;
   }): Promise<BroadcastResult>;
+  /**
+   * One notification to many users (1-100 distinct ids), with one id in every room. One
+   * idempotency key for the call and its retries; a 207 (some rooms failed) is retried with it,
+   * so only the failed rooms publish then.
+   */
+  broadcastMany(userIds: string[], type: string, data?: Record<string, unknown>, options?: ManyOptions): Promise<BroadcastResult>;
+  /**
+   * An ephemeral progress update (status "pending" unless given) to one user or many: to their
+   * sockets connected now, never stored, replayed or acked. One attempt, never retried: null when
+   * it may have been lost (no answer, 5xx, a room failed); a refused request (4xx) throws.
+   */
+  progress(
+    userId: string | string[],
+    type: string,
+    data?: Record<string, unknown>,
+    options?: ProgressOptions,
+  ): Promise<ProgressResult | null>;
   broadcastSuccess(userId: string, type: string, data?: Record<string, unknown>, options?: NotifyOptions): Promise<BroadcastResult>;
   broadcastError(
     userId: string,
@@ -89,16 +130,26 @@ export const ENV: {
 };
 
 export class BroadcastError extends Error {
-  constructor(message: string, details?: { status?: number; code?: string; body?: unknown; attempts?: number; cause?: unknown });
-  /** The HTTP status of the last attempt; 0 when no answer arrived (network error, timeout). */
+  constructor(message: string, details?: {
+    status?: number; code?: string; body?: unknown; attempts?: number; cause?: unknown; failedRooms?: string[]; retryable?: boolean;
+  });
+  /**
+   * The HTTP status of the last attempt; 0 when no answer arrived (network error, timeout); 207
+   * when some rooms failed (see `failedRooms`).
+   */
   readonly status: number;
   /** The server's error code (e.g. "invalid_body", "partial_failure"), or "network_error" / "timeout". */
   readonly code: string;
+  /** With a 207: the rooms that failed (their errors are in `body.rooms`). */
+  readonly failedRooms: string[];
   /** The last answer's body. */
   readonly body: unknown;
   /** How many attempts were made. */
   readonly attempts: number;
-  /** Whether calling again (with the same idempotency key) may succeed: no answer, or 5xx. */
+  /**
+   * Whether calling again (with the same idempotency key) may succeed: no answer, 5xx, or a 207
+   * whose failed rooms were not refused for the request itself (e.g. `duplicate_id`).
+   */
   readonly retryable: boolean;
 }
 

@@ -19,13 +19,28 @@ export class BroadcastError extends Error {
     this.code = details.code ?? "unknown";
     this.body = details.body;
     this.attempts = details.attempts ?? 1;
+    /** With a 207: the rooms that failed (retrying with the same key completes just those). */
+    this.failedRooms = details.failedRooms ?? [];
+    this.#retryable = details.retryable;
   }
+
+  #retryable;
 
   /** Whether a later call (with the same idempotency key) may succeed. */
   get retryable() {
-    return this.status === 0 || this.status >= 500;
+    if (this.#retryable !== undefined) return this.#retryable;
+    return this.status === 0 || this.status === 207 || this.status >= 500;
   }
 }
+
+/**
+ * Room errors in a 207 that a retry cannot change (the request itself is wrong for that room);
+ * any other failed room (unreachable, overloaded, internal) is worth retrying.
+ */
+const PERMANENT_ROOM_ERRORS = new Set([
+  "duplicate_id", "invalid_body", "invalid_json", "reserved_type", "invalid_room_id", "payload_too_large",
+  "unauthorized", "forbidden",
+]);
 
 /**
  * Delay before retry number `retry` (1-based): exponential backoff with full jitter.
@@ -43,6 +58,19 @@ function newKey() {
   const c = globalThis.crypto;
   if (c && typeof c.randomUUID === "function") return c.randomUUID();
   throw new BroadcastError("crypto.randomUUID is unavailable: pass an idempotencyKey", { code: "no_random" });
+}
+
+/** Most user ids one POST /broadcast takes (the server's limit). */
+const MAX_USER_IDS = 100;
+
+function checkUserIds(userIds) {
+  if (!Array.isArray(userIds) || userIds.length === 0 || userIds.some((u) => typeof u !== "string" || u === "")) {
+    throw new TypeError("userIds must be a non-empty array of user ids");
+  }
+  if (userIds.length > MAX_USER_IDS) {
+    throw new TypeError(`at most ${MAX_USER_IDS} userIds per call (got ${userIds.length}): split the list, with one idempotency key per part`);
+  }
+  if (new Set(userIds).size !== userIds.length) throw new TypeError("userIds has a repeated id");
 }
 
 /** The first of `names` set (non-empty) in the environment, where there is one (Node, Bun). */
@@ -79,9 +107,12 @@ export function createBroadcaster(options) {
   if (typeof fetchImpl !== "function") throw new TypeError("no fetch implementation: pass `fetch`");
   const base = String(url).replace(/\/+$/, "");
 
-  /** POSTs `body` to `path`, retrying network errors and 5xx with the same key. */
-  async function post(path, body, key) {
-    const attempts = 1 + Math.max(0, retries);
+  /**
+   * POSTs `body` to `path`, retrying network errors, 5xx and partial failures (207) with the same
+   * key, at most `tries` times in all.
+   */
+  async function post(path, body, key, tries = 1 + Math.max(0, retries)) {
+    const attempts = tries;
     let last;
     for (let attempt = 1; attempt <= attempts; attempt++) {
       if (attempt > 1) await sleep(retryDelay(attempt - 1, { retryDelayMs, maxRetryDelayMs }, random));
@@ -90,13 +121,11 @@ export function createBroadcaster(options) {
       let res;
       let text;
       try {
+        const headers = { "content-type": "application/json", authorization: `Bearer ${apiKey}` };
+        if (key !== undefined) headers["idempotency-key"] = key;
         res = await fetchImpl(base + path, {
           method: "POST",
-          headers: {
-            "content-type": "application/json",
-            authorization: `Bearer ${apiKey}`,
-            "idempotency-key": key,
-          },
+          headers,
           body: JSON.stringify(body),
           signal: ctrl?.signal,
         });
@@ -113,7 +142,19 @@ export function createBroadcaster(options) {
       }
       let parsed = text;
       try { parsed = JSON.parse(text); } catch { /* not JSON */ }
-      if (res.ok) return parsed;
+      if (res.ok && parsed?.success !== false) return parsed;
+      if (res.ok) {
+        // 207: some rooms failed. The others have the key, so a retry notifies only the failed ones.
+        const failed = Object.entries(parsed?.rooms ?? {}).filter(([, r]) => r?.success === false);
+        const permanent = failed.length > 0 && failed.every(([, r]) => PERMANENT_ROOM_ERRORS.has(r?.error?.code));
+        const says = failed.map(([room, r]) => `${room}: ${r?.error?.code ?? "failed"}`).join(", ");
+        last = new BroadcastError(`publish failed in ${failed.length} room${failed.length === 1 ? "" : "s"} (${says})`, {
+          status: res.status, code: parsed?.error?.code ?? "partial_failure", body: parsed, attempts: attempt,
+          failedRooms: failed.map(([room]) => room), retryable: !permanent,
+        });
+        if (permanent) throw last;
+        continue;
+      }
       const code = parsed?.error?.code ?? `http_${res.status}`;
       const message = parsed?.error?.message ?? `HTTP ${res.status}`;
       last = new BroadcastError(`publish failed: ${message}`, { status: res.status, code, body: parsed, attempts: attempt });
@@ -132,17 +173,69 @@ export function createBroadcaster(options) {
     return { key, message: message.id === undefined ? { ...message, id: key } : message };
   }
 
+  /** The `message` of a typed call: type, data, status and the options that go in it. */
+  function compose(type, data, status, opts) {
+    const message = { type, data: data ?? {}, status: opts.status ?? status };
+    if (opts.requiresAck !== undefined) message.requiresAck = opts.requiresAck;
+    return message;
+  }
+
   const api = {
     /**
-     * Publishes to user_{userId} and, with requestId, request_{requestId}.
-     * @param {{userId: string, requestId?: string, message: object, idempotencyKey?: string}} args
+     * Publishes to user_{userId} (or every user_{id} of `userIds`) and, with requestId,
+     * request_{requestId}, with one id in every room.
+     * @param {{userId?: string, userIds?: string[], requestId?: string, message: object, idempotencyKey?: string}} args
      */
-    async broadcastNotification({ userId, requestId, message, idempotencyKey }) {
-      if (!userId) throw new TypeError("broadcastNotification needs userId");
+    async broadcastNotification({ userId, userIds, requestId, message, idempotencyKey }) {
+      if (userIds !== undefined) {
+        if (userId !== undefined) throw new TypeError("broadcastNotification takes userId or userIds, not both");
+        checkUserIds(userIds);
+      } else if (!userId) {
+        throw new TypeError("broadcastNotification needs userId (or userIds)");
+      }
       const p = prepare(message, idempotencyKey);
-      const body = { userId, message: p.message };
+      const body = userIds !== undefined ? { userIds, message: p.message } : { userId, message: p.message };
       if (requestId != null) body.requestId = requestId;
       return post("/broadcast", body, p.key);
+    },
+
+    /**
+     * One notification to many users (POST /broadcast with `userIds`, 1-100 distinct ids): every
+     * user room gets the same id. One idempotency key for the call and its retries; when some
+     * rooms failed (207), the retry completes just those (the others answer duplicate:true).
+     * @param {string[]} userIds
+     * @param {string} type
+     * @param {object} [data]
+     * @param {{requestId?: string, requiresAck?: boolean, status?: "success"|"error"|"pending", idempotencyKey?: string}} [opts]
+     */
+    broadcastMany(userIds, type, data = {}, opts = {}) {
+      const message = compose(type, data, "success", opts);
+      return api.broadcastNotification({ userIds, requestId: opts.requestId, message, idempotencyKey: opts.idempotencyKey });
+    },
+
+    /**
+     * An ephemeral progress update (`status: "pending"` unless given): sent to the user's sockets
+     * connected now, never stored, replayed or acked. One attempt: a lost update does not matter
+     * (the next one replaces it), so it is not retried and resolves null instead of throwing
+     * when no answer came or the server failed; a refused request (4xx) still throws.
+     * @param {string | string[]} userId one user, or many (the `userIds` form)
+     * @param {string} type
+     * @param {object} [data]
+     * @param {{requestId?: string, status?: "success"|"error"|"pending"}} [opts]
+     */
+    async progress(userId, type, data = {}, opts = {}) {
+      const message = { ...compose(type, data, "pending", { status: opts.status }), ephemeral: true };
+      const many = Array.isArray(userId);
+      if (many) checkUserIds(userId);
+      else if (!userId) throw new TypeError("progress needs userId");
+      const body = many ? { userIds: userId, message } : { userId, message };
+      if (opts.requestId != null) body.requestId = opts.requestId;
+      try {
+        return await post("/broadcast", body, undefined, 1);
+      } catch (err) {
+        if (err instanceof BroadcastError && err.retryable) return null;
+        throw err;
+      }
     },
 
     /**

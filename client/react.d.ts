@@ -1,8 +1,8 @@
 // Types of react.js. Guide: docs/client.md.
 import type { ReactNode, ReactElement } from "react";
 import type {
-  ConnectedInfo, ConnectionState, DeliveryContext, DisconnectedInfo, Notification, RealtimeClient,
-  RealtimeClientOptions, RealtimeError, RecoveryInfo, TokenReason, WebSocketLike,
+  ClientEvent, ConnectedInfo, ConnectionState, DeliveryContext, DisconnectedInfo, Notification, PresenceUser,
+  RealtimeClient, RealtimeClientOptions, RealtimeError, RecoveryInfo, TokenReason, WebSocketLike,
 } from "./roomcast.js";
 
 export interface UseRealtimeOptions {
@@ -114,3 +114,55 @@ export function RealtimeProvider(props: RealtimeProviderProps): ReactElement;
 
 /** The nearest provider's client (null outside a provider and until it exists). */
 export function useRealtimeClient(): RealtimeClient | null;
+
+/**
+ * The client's settings for `usePresence` / `useEvent` used without a RealtimeProvider (inside
+ * one they are ignored: the provider's client is used). Each such hook then has its own client:
+ * prefer a provider.
+ */
+export interface RoomHookOptions {
+  url?: string;
+  token?: string;
+  getToken?: (ctx: { roomId: string; reason: TokenReason }) => string | Promise<string>;
+  WebSocket?: new (url: string) => WebSocketLike;
+  /** Server-side type filter; it applies to client events too (add e.g. "typing.*"). */
+  types?: string[];
+  maxReconnectAttempts?: number;
+  autoAck?: boolean;
+  clientOptions?: Partial<RealtimeClientOptions>;
+  /** Default true; false leaves the room. */
+  enabled?: boolean;
+}
+
+export interface UsePresenceResult {
+  /** Who is online, ordered by user id; a new array when it changes. */
+  users: readonly PresenceUser[];
+  /** How many users are online (can exceed `users.length` in rooms of over 100 users). */
+  count: number;
+  /** Sets this user's presence state in the room (coalesced to the server's 3 per 10 s). */
+  setPresence: (state: Record<string, unknown>) => void;
+}
+
+/**
+ * Who is online in `roomId`, re-rendering when someone comes, goes or changes their state.
+ * Nothing connects while `roomId` is empty.
+ */
+export function usePresence(roomId: string | null | undefined, options?: RoomHookOptions): UsePresenceResult;
+
+export interface UseEventResult {
+  /** The newest matching event of the room (null until one came, and after `roomId` or `name` changed). */
+  last: ClientEvent | null;
+  /** Sends a client event to the room's other connections; false when it could not be sent. */
+  emit: (event: string, data?: Record<string, unknown>) => boolean;
+}
+
+/**
+ * Client events of `roomId` whose name matches `name` (`typing.start`, `typing.*`, `*`):
+ * `handler` (the latest one) is called with each; `last` holds the newest.
+ */
+export function useEvent(
+  roomId: string | null | undefined,
+  name: string,
+  handler?: ((e: ClientEvent, ctx: DeliveryContext) => void) | null,
+  options?: RoomHookOptions,
+): UseEventResult;

@@ -7,8 +7,9 @@
 //   });
 import {
   createContext, createElement, useCallback, useContext, useEffect, useLayoutEffect, useMemo, useRef, useState,
+  useSyncExternalStore,
 } from "react";
-import { RealtimeClient } from "./roomcast.js";
+import { RealtimeClient, matchesType } from "./roomcast.js";
 
 // useLayoutEffect warns when rendered on a server; the refs it updates only matter in a browser.
 const useIsomorphicLayoutEffect = typeof document !== "undefined" ? useLayoutEffect : useEffect;
@@ -17,6 +18,7 @@ const useIsomorphicLayoutEffect = typeof document !== "undefined" ? useLayoutEff
 const RealtimeContext = createContext(/** @type {{hub: RoomHub | null} | null} */ (null));
 
 const EMPTY = Object.freeze([]);
+const EMPTY_MAP = Object.freeze(new Map());
 /** How many notification ids a hook remembers to drop one that reaches it through a second room. */
 const HANDED_SIZE = 1000;
 
@@ -35,17 +37,20 @@ class RoomHub {
   /**
    * @param {string} roomId
    * @param {number} [since] where a room this client has not held starts
+   * @param {{presence?: boolean}} [options] presence: the room must watch presence (a held room
+   *   that does not yet reopens with it)
    * @returns {() => void} release
    */
-  acquire(roomId, since) {
+  acquire(roomId, since, options = {}) {
     let ref = this.refs.get(roomId);
     if (ref) {
       ref.count++;
       clearTimeout(ref.timer);
       ref.timer = null;
+      if (options.presence) this.client.join(roomId, { presence: true });
     } else {
       this.refs.set(roomId, (ref = { count: 1, timer: null }));
-      this.client.join(roomId, since === undefined ? {} : { since });
+      this.client.join(roomId, { ...(since === undefined ? {} : { since }), ...(options.presence ? { presence: true } : {}) });
     }
     let released = false;
     return () => {
@@ -297,4 +302,104 @@ export function useRealtime(options) {
     reconnect,
     client: hub?.client ?? null,
   };
+}
+
+/**
+ * The nearest provider's hub, or else one of the hook's own made from `options` (the client's
+ * settings), for hooks that name their room.
+ * @param {import("./react.d.ts").RoomHookOptions} options
+ * @param {boolean} active
+ */
+function useRoomHub(options, active) {
+  const latest = useRef(options);
+  useIsomorphicLayoutEffect(() => {
+    latest.current = options;
+  });
+  const shared = useContext(RealtimeContext);
+  const own = useHub(options, latest, !shared && active, false);
+  return shared ? shared.hub : own;
+}
+
+const byUserId = (a, b) => (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0);
+
+/**
+ * Who is online in a room, kept current: `users` (ordered by user id) re-renders the component
+ * when someone comes, goes or changes their state. Inside a RealtimeProvider it uses the
+ * provider's client (a room other hooks hold reopens once with presence on); without one, give
+ * the client's settings in `options`. `setPresence(state)` sets this user's state in the room
+ * (coalesced to the server's 3 per 10 s).
+ *
+ * @param {string | null | undefined} roomId
+ * @param {import("./react.d.ts").RoomHookOptions} [options]
+ * @returns {import("./react.d.ts").UsePresenceResult}
+ */
+export function usePresence(roomId, options = {}) {
+  const active = options.enabled !== false && roomId != null && roomId !== "";
+  const hub = useRoomHub(options, active);
+  const client = hub && active ? hub.client : null;
+  /** The state asked for before the room was held: set once it is. */
+  const wanted = useRef(/** @type {Record<string, unknown> | null} */ (null));
+  useEffect(() => {
+    if (!client) return undefined;
+    const release = hub.acquire(roomId, undefined, { presence: true });
+    if (wanted.current) client.setPresence(roomId, wanted.current);
+    return release;
+  }, [hub, client, roomId]);
+  const subscribe = useCallback(
+    (/** @type {() => void} */ changed) => (client ? client.on("presence", (p) => { if (p.roomId === roomId) changed(); }) : () => {}),
+    [client, roomId],
+  );
+  const snapshot = useCallback(() => (client ? client.presence(roomId) : undefined) ?? EMPTY_MAP, [client, roomId]);
+  const map = useSyncExternalStore(subscribe, snapshot, snapshot);
+  const users = useMemo(() => Object.freeze([...map.values()].sort(byUserId)), [map]);
+  // The count changes only with the map, so it is read when the map is.
+  const count = useMemo(() => (client?.presenceCount(roomId) ?? map.size), [client, roomId, map]);
+  const setPresence = useCallback(
+    (/** @type {Record<string, unknown>} */ state) => {
+      wanted.current = state;
+      if (client && client.rooms.includes(roomId)) client.setPresence(roomId, state);
+    },
+    [client, roomId],
+  );
+  return { users, count, setPresence };
+}
+
+/**
+ * Client events of a room whose name matches `name` (an exact name like `typing.start`, or a
+ * pattern like `typing.*`): `handler` (the latest one; it may change on every render) is called
+ * with each, and `last` holds the newest one (null until one came; a re-render per event).
+ * `emit(event, data)` sends one to the room's other connections. Works inside a
+ * RealtimeProvider (its client) or, without one, with the client's settings in `options`.
+ *
+ * @param {string | null | undefined} roomId
+ * @param {string} name
+ * @param {((e: import("./roomcast.d.ts").ClientEvent, ctx: {roomId: string}) => void) | null} [handler]
+ * @param {import("./react.d.ts").RoomHookOptions} [options]
+ * @returns {import("./react.d.ts").UseEventResult}
+ */
+export function useEvent(roomId, name, handler, options = {}) {
+  const active = options.enabled !== false && roomId != null && roomId !== "";
+  const hub = useRoomHub(options, active);
+  const client = hub && active ? hub.client : null;
+  const latest = useRef(handler);
+  useIsomorphicLayoutEffect(() => {
+    latest.current = handler;
+  });
+  useEffect(() => (client ? hub.acquire(roomId) : undefined), [hub, client, roomId]);
+  const [last, setLast] = useState(/** @type {{key: string, event: import("./roomcast.d.ts").ClientEvent} | null} */ (null));
+  const key = `${roomId}\n${name}`;
+  useEffect(() => {
+    if (!client) return undefined;
+    return client.on("event", (e, ctx) => {
+      if (ctx.roomId !== roomId || !matchesType(name, e.event)) return;
+      setLast({ key, event: e });
+      latest.current?.(e, ctx);
+    });
+  }, [client, roomId, name, key]);
+  const emit = useCallback(
+    (/** @type {string} */ event, /** @type {Record<string, unknown> | undefined} */ data) => (client ? client.emit(roomId, event, data) : false),
+    [client, roomId],
+  );
+  // What came for another room or name is not this one's last event.
+  return { last: last && last.key === key ? last.event : null, emit };
 }

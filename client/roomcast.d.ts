@@ -3,12 +3,9 @@
 /** The client's connection state over all of its rooms (or one room's, from `roomState`). */
 export type ConnectionState = "disconnected" | "connecting" | "connected" | "reconnecting" | "error";
 
-/** A notification as the server sends it. */
-export interface Notification<Data = Record<string, unknown>> {
+interface NotificationFields<Data> {
   /** Unique per publish; the same publish sent to user_ and request_ rooms has one id. */
   id: string;
-  /** Position in its room's log: grows by exactly 1 per publish, never reused. */
-  seq: number;
   type: string;
   data: Data;
   status: "success" | "error" | "pending";
@@ -17,9 +14,107 @@ export interface Notification<Data = Record<string, unknown>> {
   requestId?: string;
   error?: string;
   requiresAck: boolean;
+}
+
+/** A stored notification: it has a seq, may be replayed, redelivered and acked. */
+export interface StoredNotification<Data = Record<string, unknown>> extends NotificationFields<Data> {
+  /** Position in its room's log: grows by exactly 1 per publish, never reused. */
+  seq: number;
   /** 1 on first delivery, more on redelivery. */
   attempt: number;
+  ephemeral?: false;
 }
+
+/**
+ * An ephemeral notification (a progress update published with `ephemeral: true`): sent only to
+ * the sockets connected at that moment, with no seq, never replayed, redelivered or acked.
+ */
+export interface EphemeralNotification<Data = Record<string, unknown>> extends NotificationFields<Data> {
+  ephemeral: true;
+  seq?: undefined;
+  attempt?: undefined;
+  requiresAck: false;
+}
+
+/** A notification as the server sends it: check `ephemeral` (or `seq`) to tell the two apart. */
+export type Notification<Data = Record<string, unknown>> = StoredNotification<Data> | EphemeralNotification<Data>;
+
+/** A client event another connection of the room sent with `emit`. */
+export interface ClientEvent<Data = Record<string, unknown>> {
+  type: "event";
+  /** The event name, e.g. "typing.start". */
+  event: string;
+  data: Data;
+  /** The sender's user id (its token's `sub`), set by the server: it cannot be forged. */
+  userId: string;
+  /** ISO-8601 UTC, ending in Z. */
+  timestamp: string;
+}
+
+/** One user online in a room. */
+export interface PresenceUser {
+  userId: string;
+  /**
+   * The user's open connections in the room when this client's connection opened; 1 for a
+   * user who arrived later (the server does not announce a user's further tabs).
+   */
+  connections: number;
+  /** The state the user last set with `setPresence` (default `{}`). */
+  state: Record<string, unknown>;
+  /** When the user's current stretch of presence began (ISO-8601); null when unknown. */
+  since: string | null;
+}
+
+/** The `presence` event: a room's map changed. */
+export interface PresenceInfo {
+  roomId: string;
+  /** The new map (also `client.presence(roomId)`); a new object on every change. */
+  users: ReadonlyMap<string, PresenceUser>;
+  /** How many users are online (may exceed `users.size`: see `presenceCount`). */
+  count: number;
+  /**
+   * "snapshot": a (re)connection's `connected` frame replaced the map; "joined" / "left" /
+   * "updated": one user (`userId`) changed; "cleared": the room was left, closed or stopped.
+   */
+  change: "snapshot" | "joined" | "left" | "updated" | "cleared";
+  userId?: string;
+}
+
+export interface JoinedInfo {
+  roomId: string;
+  userId: string;
+  state: Record<string, unknown>;
+  timestamp: string;
+}
+
+export interface LeftInfo {
+  roomId: string;
+  userId: string;
+  timestamp: string;
+}
+
+/** What `sync()` found for one room (also the `synced` event). */
+export interface SyncResult {
+  roomId: string;
+  /** The seq the replay started after (null for a `synced` this client did not ask for). */
+  since: number | null;
+  /** The room's latest seq. */
+  lastSeq: number | null;
+  /** false: the log no longer reached back to `since`: refetch your state. */
+  recovered: boolean;
+}
+
+/** The context of a listener added by notification type or event name. */
+export interface TypedContext extends DeliveryContext {
+  kind: "notification" | "event";
+}
+
+/**
+ * What `on` takes besides the client's own events: a notification type or client event name
+ * (`memory.created`), a prefix pattern (`note.*`), or `*` (all of them). The types accept names
+ * with a dot or a colon; for another name use the `notification` / `event` events.
+ */
+export type TypePattern = `${string}.${string}` | `${string}:${string}` | "*";
 
 export interface DeliveryContext {
   /** The room the notification arrived through. */
@@ -98,6 +193,18 @@ export interface RealtimeClientOptions {
   ackDelayMs?: number;
   /** Source of randomness in [0, 1) for the jitter (tests). Default Math.random. */
   random?: () => number;
+  /**
+   * Watch who is online: `true` for every room (also rooms joined later), or the room ids that
+   * should. Such rooms connect with `presence=1` and keep `presence(roomId)` current.
+   */
+  presence?: boolean | string[];
+  /**
+   * Client events one connection may send per 10 s; `emit` beyond it returns false instead of
+   * sending something the server would refuse. Match the server's CLIENT_EVENT_RATE. Default 20.
+   */
+  clientEventRate?: number;
+  /** Call `sync()` when the page becomes visible after being hidden (browsers). Default true. */
+  syncOnVisible?: boolean;
 }
 
 /** What the client needs of a WebSocket (the browser's, `ws`'s, Deno's, undici's). */
@@ -157,9 +264,10 @@ export interface RoomStatus {
   error: RealtimeError | null;
 }
 
+/** After each resumed connection, and after each `sync()`. */
 export interface RecoveryInfo {
   roomId: string;
-  /** The seq the client resumed after. */
+  /** The seq the client resumed (or synced) after. */
   since: number;
   /** The room's latest seq. */
   lastSeq: number | null;
@@ -180,6 +288,16 @@ export interface RealtimeEvents {
   error: (error: RealtimeError) => void;
   /** A room's state, attempt count or last connection time changed. */
   status: (status: RoomStatus) => void;
+  /** A presence-watching room's map of who is online changed. */
+  presence: (info: PresenceInfo) => void;
+  /** A user came online in a presence-watching room (also: came while this client was away). */
+  joined: (info: JoinedInfo) => void;
+  /** A user's last connection closed (also: went while this client was away). */
+  left: (info: LeftInfo) => void;
+  /** A client event from another connection (every name; see also `on(name)`). */
+  event: (e: ClientEvent, ctx: DeliveryContext) => void;
+  /** A `sync()` of a room finished. */
+  synced: (result: SyncResult) => void;
 }
 
 export type RealtimeErrorCode =
@@ -226,8 +344,48 @@ export class Emitter<Events extends { [K in keyof Events]: (...args: any[]) => u
   listenerCount(event: keyof Events): number;
 }
 
-export class RealtimeClient extends Emitter<RealtimeEvents> {
+/** A listener by notification type or event name (see `RealtimeClient.on`). */
+export type TypeListener = (message: Notification | ClientEvent, ctx: TypedContext) => void | Promise<void>;
+
+/**
+ * At runtime an `Emitter`; declared apart because its `emit` sends a client event rather than
+ * firing one of its own events.
+ */
+export class RealtimeClient {
   constructor(options: RealtimeClientOptions);
+  /** Adds a listener for one of the client's own events; returns the function that removes it. */
+  on<K extends keyof RealtimeEvents>(event: K, fn: RealtimeEvents[K]): () => void;
+  /**
+   * Adds a listener by notification type or client event name, or a pattern of them
+   * (`memory.created`, `note.*`, `*`). Notification listeners are awaited before the auto-ack.
+   */
+  on(type: TypePattern, fn: TypeListener): () => void;
+  once<K extends keyof RealtimeEvents>(event: K, fn: RealtimeEvents[K]): () => void;
+  once(type: TypePattern, fn: TypeListener): () => void;
+  listeners<K extends keyof RealtimeEvents>(event: K): Array<RealtimeEvents[K]>;
+  listeners(type: TypePattern): TypeListener[];
+  listenerCount(event: keyof RealtimeEvents | TypePattern): number;
+  /**
+   * Sends a client event to the room's other connections (allowed by the server's
+   * CLIENT_EVENT_TYPES). Not queued: false when the room is not connected or when
+   * `clientEventRate` events went out in the last 10 s.
+   */
+  emit(roomId: string, event: string, data?: Record<string, unknown>): boolean;
+  /**
+   * Who is online in a presence-watching room (a new read-only Map on each change); undefined
+   * for a room that does not watch presence or is not held.
+   */
+  presence(roomId: string): ReadonlyMap<string, PresenceUser> | undefined;
+  /** How many users are online in a presence-watching room; null before it connected. */
+  presenceCount(roomId: string): number | null;
+  /** Sets this user's presence state in a room; coalesced to the server's 3 per 10 s. */
+  setPresence(roomId: string, state: Record<string, unknown>): void;
+  /**
+   * Replays what was published after the last seq seen, in every connected room (or one),
+   * without reconnecting; resolves once it is handed over, with one result per room that
+   * answered.
+   */
+  sync(roomId?: string): Promise<SyncResult[]>;
   readonly state: ConnectionState;
   readonly rooms: string[];
   /** The current type filter (empty: every type). */
@@ -242,9 +400,11 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
   roomStatus(roomId: string): RoomStatus | undefined;
   /**
    * Adds a room to the live client and opens it. `since` resumes after that seq (0: all the
-   * room still has); without it a room left earlier resumes where it was. No-op if held.
+   * room still has); without it a room left earlier resumes where it was. `presence: true`
+   * watches its presence. No-op if held, except that `presence: true` turns presence on for a
+   * held room (its socket reopens, resuming after its last seq).
    */
-  join(roomId: string, options?: { since?: number }): this;
+  join(roomId: string, options?: { since?: number; presence?: boolean }): this;
   /** Closes and removes a room, remembering its last seq for a later `join`. */
   leave(roomId: string, timeoutMs?: number): Promise<void>;
   /** Opens every room that is not open (also restarts rooms stopped by an error). */
@@ -260,6 +420,12 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
   /** Sends a raw protocol frame to one room or all connected rooms; returns how many. */
   send(frame: string | object, options?: { roomId?: string }): number;
 }
+
+/** Whether what a listener added by name got is a client event (narrows the type), else a notification. */
+export function isClientEvent(m: Notification | ClientEvent): m is ClientEvent;
+
+/** Whether a type pattern (`*`, `note.*`, an exact type) matches a type, as the server's filters do. */
+export function matchesType(pattern: string, type: string): boolean;
 
 /** Reconnect delay for attempt `attempt` (1-based): full jitter under an exponential cap. */
 export function backoffDelay(
@@ -278,4 +444,4 @@ export const CloseCode: {
 export const DEFAULTS: Readonly<Required<Pick<RealtimeClientOptions,
   | "initialDelayMs" | "maxDelayMs" | "multiplier" | "stableAfterMs" | "rateLimitedDelayMs"
   | "maxReconnectAttempts" | "pingIntervalMs" | "pongTimeoutMs" | "connectTimeoutMs"
-  | "dedupeSize" | "ackDelayMs" | "autoAck">>>;
+  | "dedupeSize" | "ackDelayMs" | "autoAck" | "clientEventRate" | "syncOnVisible">>>;

@@ -35,13 +35,62 @@ export const DEFAULTS = Object.freeze({
   dedupeSize: 1000,
   ackDelayMs: 20,
   autoAck: true,
+  clientEventRate: 20,
+  syncOnVisible: true,
 });
 
 const ROOM_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 const OPEN = 1;
 /** Most ids one ack frame may carry (server limit). */
 const MAX_ACK_IDS = 256;
-const CONTROL_FRAMES = new Set(["connected", "pong", "subscribed", "error"]);
+const CONTROL_FRAMES = new Set(["connected", "pong", "subscribed", "error", "event", "synced"]);
+/** The client's own events; any other name given to `on` is a notification type or event name. */
+const EVENTS = new Set([
+  "notification", "state", "connected", "disconnected", "reconnecting", "recovery", "subscribed",
+  "ack", "duplicate", "error", "status", "presence", "joined", "left", "event", "synced",
+]);
+/** A notification type or client event name (the server's rule). */
+const TYPE = /^[A-Za-z0-9_.:-]{1,128}$/;
+/** The server's windows: at most 3 `presence.set` and CLIENT_EVENT_RATE `emit` per 10 s. */
+const PRESENCE_SET_RATE = 3;
+const RATE_WINDOW_MS = 10000;
+/** Sent this much later than the window strictly needs, so network jitter cannot make the
+ * server see two frames closer together than they were sent. */
+const RATE_MARGIN_MS = 500;
+/** How many ephemeral notification ids the client remembers to drop the same publish arriving
+ * through a second room. */
+const EPHEMERAL_IDS = 256;
+const EMPTY_PRESENCE = Object.freeze(new Map());
+
+/**
+ * Whether a type pattern (`*`, `note.*`, or an exact type) matches a notification type or event
+ * name, as the server matches its filters: `note.*` matches `note.a` and `note.a.b`, not `note`
+ * or `notes.x`.
+ * @param {string} pattern
+ * @param {string} type
+ */
+export function matchesType(pattern, type) {
+  if (pattern === "*") return true;
+  if (pattern.endsWith(".*")) {
+    const prefix = pattern.slice(0, -1);
+    return type.length > prefix.length && type.startsWith(prefix);
+  }
+  return pattern === type;
+}
+
+/**
+ * Whether what a listener added by name (`on("typing.*")`) got is a client event rather than a
+ * notification (in TypeScript, it narrows the type).
+ * @param {unknown} m
+ * @returns {boolean}
+ */
+export function isClientEvent(m) {
+  return Boolean(m) && m.type === "event" && typeof m.event === "string";
+}
+
+function isPattern(p) {
+  return typeof p === "string" && (p === "*" || TYPE.test(p.endsWith(".*") ? p.slice(0, -2) : p));
+}
 
 /**
  * Delay before reconnect attempt number `attempt` (1-based): exponential backoff with full
@@ -120,6 +169,12 @@ export class Emitter {
    * @returns {unknown[]}
    */
   emit(event, ...args) {
+    return this.#fire(event, args);
+  }
+
+  // Not through `emit`: a subclass may give `emit` another meaning (RealtimeClient sends a
+  // client event with it).
+  #fire(event, args) {
     const set = this.#handlers.get(event);
     if (!set || set.size === 0) return [];
     const out = [];
@@ -127,10 +182,10 @@ export class Emitter {
       try {
         out.push(fn(...args));
       } catch (err) {
-        if (event === "error" || !this.listenerCount("error")) {
+        if (event === "error" || !this.#handlers.get("error")?.size) {
           queueMicrotask(() => { throw err; });
         } else {
-          this.emit("error", err);
+          this.#fire("error", [err]);
         }
       }
     }
@@ -210,6 +265,13 @@ const MAX_POSITIONS = 256;
  * - `subscribed` ({roomId, types}), `ack` ({roomId, ids}), `duplicate` (n, {roomId}),
  *   `error` (RealtimeError).
  * - `status` (RoomStatus): a room's state, attempt count or last connection time changed.
+ * - `presence` ({roomId, users, count, change, userId?}): a presence-watching room's map of who
+ *   is online changed; `joined` / `left` ({roomId, userId, ...}): a user arrived or went.
+ * - `event` (e, {roomId}): a client event another connection sent with `emit`.
+ * - `synced` ({roomId, since, lastSeq, recovered}): a `sync()` of a room finished.
+ * - Any other name is a notification type or client event name, or a pattern of them
+ *   (`memory.created`, `note.*`, `*`): the listener gets the notifications and the client
+ *   events that match, as (n, {roomId, kind}).
  *
  * A connection that closes before the server said `connected` was refused or never reached
  * the server; browsers cannot tell which (they report 1006). So the client asks the subscribe
@@ -230,6 +292,15 @@ export class RealtimeClient extends Emitter {
   #fetch;
   /** roomId -> last seq of rooms that were left, so joining again resumes. */
   #positions = new Map();
+  /** pattern -> Set<{fn}>: listeners by notification type or event name. */
+  #patterns = new Map();
+  /** ephemeral id -> the rooms it arrived through (see #onEphemeral). */
+  #ephemeral = new Map();
+  /** Rooms that watch presence, or true for every room. */
+  #presenceRooms;
+  /** When the page was hidden (null while visible or outside a browser). */
+  #hiddenAt = null;
+  #onVisibility = () => this.#visibilityChanged();
 
   /**
    * @param {import("./roomcast.d.ts").RealtimeClientOptions} options
@@ -262,8 +333,17 @@ export class RealtimeClient extends Emitter {
     this.#fetch = typeof o.fetch === "function" ? o.fetch
       : typeof globalThis.fetch === "function" ? (...args) => globalThis.fetch(...args) : null;
     this.#types = [...new Set(o.types ?? [])];
-    for (const id of new Set(rooms)) this.#rooms.set(id, newRoom(id, o.since?.[id]));
+    if (o.presence !== undefined && typeof o.presence !== "boolean" && !Array.isArray(o.presence)) {
+      throw new TypeError("`presence` is true (every room), false, or an array of room ids");
+    }
+    this.#presenceRooms = o.presence === true ? true : new Set(Array.isArray(o.presence) ? o.presence : []);
+    for (const id of new Set(rooms)) this.#rooms.set(id, newRoom(id, o.since?.[id], this.#watches(id)));
     if (o.autoConnect !== false) this.connect();
+  }
+
+  /** Fires one of the client's own events (`emit` sends a client event instead). */
+  #fire(event, ...args) {
+    return super.emit(event, ...args);
   }
 
   /** The client's connection state, over all of its rooms. @returns {ConnectionState} */
@@ -322,20 +402,59 @@ export class RealtimeClient extends Emitter {
   }
 
   /**
+   * Who is online in a room that watches presence: userId -> {userId, connections, state, since}.
+   * A new (read-only) Map each time it changes, so it can be compared by identity; empty until
+   * the room first connects. Undefined for a room that does not watch presence (see the
+   * `presence` option and `join`) or that the client does not hold.
+   * @param {string} roomId
+   * @returns {ReadonlyMap<string, import("./roomcast.d.ts").PresenceUser> | undefined}
+   */
+  presence(roomId) {
+    const room = this.#rooms.get(roomId);
+    if (!room?.watchPresence) return undefined;
+    return room.presence ?? EMPTY_PRESENCE;
+  }
+
+  /**
+   * How many users are online in a presence-watching room (null before it first connected).
+   * It can exceed `presence(roomId).size`: the server lists the first 100 users by id when a
+   * connection opens, then everyone who arrives.
+   * @param {string} roomId
+   * @returns {number | null}
+   */
+  presenceCount(roomId) {
+    const room = this.#rooms.get(roomId);
+    return room?.watchPresence && room.presence ? room.presenceCount : null;
+  }
+
+  /**
    * Adds a room to a live client and opens it (unless the client is closed: then at the next
    * `connect()`). `since` resumes after that seq (0: everything the room still has); without
    * it, a room this client left earlier resumes where it was, and a new one starts with the
-   * offline queue. Joining a room the client holds does nothing.
+   * offline queue. `presence: true` watches the room's presence. Joining a room the client
+   * holds does nothing, except that `presence: true` on a room that does not watch presence yet
+   * reopens its socket with presence on (resuming after its last seq: nothing is lost).
    * @param {string} roomId
-   * @param {{since?: number}} [options]
+   * @param {{since?: number, presence?: boolean}} [options]
    * @returns {this}
    */
   join(roomId, options = {}) {
     checkRoomId(roomId);
-    if (this.#rooms.has(roomId)) return this;
+    const held = this.#rooms.get(roomId);
+    if (held) {
+      if (options.presence === true && !held.watchPresence) {
+        held.watchPresence = true;
+        if (!this.#closed && held.state !== "error" && held.state !== "closed") {
+          this.#flushAcks(held);
+          this.#stop(held, "idle");
+          this.#open(held, held.everConnected ? "reconnect" : "connect");
+        }
+      }
+      return this;
+    }
     const since = options.since ?? this.#positions.get(roomId);
     this.#positions.delete(roomId);
-    const room = newRoom(roomId, since);
+    const room = newRoom(roomId, since, options.presence ?? this.#watches(roomId));
     this.#rooms.set(roomId, room);
     if (!this.#closed) this.#open(room, "connect");
     this.#updateState();
@@ -357,6 +476,7 @@ export class RealtimeClient extends Emitter {
     const ws = room.ws;
     this.#stop(room, "closed");
     this.#rooms.delete(roomId);
+    this.#clearPresence(room);
     if (room.lastSeq !== null) {
       this.#positions.set(roomId, room.lastSeq);
       if (this.#positions.size > MAX_POSITIONS) this.#positions.delete(this.#positions.keys().next().value);
@@ -368,6 +488,7 @@ export class RealtimeClient extends Emitter {
   /** Opens every room that is not open or opening (also restarts rooms stopped by an error). */
   connect() {
     this.#closed = false;
+    this.#watchVisibility(true);
     for (const room of this.#rooms.values()) {
       if (room.state === "idle" || room.state === "error" || room.state === "closed") {
         room.attempt = 0;
@@ -386,12 +507,14 @@ export class RealtimeClient extends Emitter {
    */
   close(timeoutMs = 2000) {
     this.#closed = true;
+    this.#watchVisibility(false);
     const waits = [];
     for (const room of this.#rooms.values()) {
       this.#flushAcks(room);
       const ws = room.ws;
       this.#stop(room, "closed");
       waits.push(closeSocket(ws, timeoutMs));
+      this.#clearPresence(room);
     }
     this.#updateState();
     return Promise.all(waits).then(() => undefined);
@@ -457,6 +580,104 @@ export class RealtimeClient extends Emitter {
     return n;
   }
 
+  /**
+   * Adds a listener. A name the client defines (`notification`, `connected`, `presence`,
+   * `event`…, see the class comment) is that event. Any other name is a notification type or
+   * client event name, or a pattern of them (`memory.created`, `note.*`, `*`): the listener is
+   * called with each matching notification (after the `notification` listeners, and like them
+   * awaited before the auto-ack) and each matching client event, as (message, {roomId, kind})
+   * where `kind` is "notification" or "event". Returns the function that removes it.
+   * @param {string} event
+   * @param {(...args: any[]) => unknown} fn
+   * @returns {() => void}
+   */
+  on(event, fn) {
+    if (EVENTS.has(event)) return super.on(event, fn);
+    if (!isPattern(event)) {
+      throw new TypeError(`unknown event ${JSON.stringify(event)}: not a client event, a notification type or a pattern like "note.*"`);
+    }
+    if (typeof fn !== "function") throw new TypeError("listener must be a function");
+    let set = this.#patterns.get(event);
+    if (!set) this.#patterns.set(event, (set = new Set()));
+    const entry = { fn };
+    set.add(entry);
+    return () => {
+      set.delete(entry);
+      if (set.size === 0 && this.#patterns.get(event) === set) this.#patterns.delete(event);
+    };
+  }
+
+  /** @param {string} event */
+  listeners(event) {
+    if (EVENTS.has(event)) return super.listeners(event);
+    return [...(this.#patterns.get(event) ?? [])].map((e) => e.fn);
+  }
+
+  /** @param {string} event */
+  listenerCount(event) {
+    if (EVENTS.has(event)) return super.listenerCount(event);
+    return this.#patterns.get(event)?.size ?? 0;
+  }
+
+  /**
+   * Sets this user's presence state in a room (a JSON object, e.g. `{status: "away"}`): every
+   * presence watcher of the room sees it in `presence`. The server takes at most 3 per 10 s
+   * per connection, so calls are coalesced: the newest state is sent as soon as the limit
+   * allows, states in between are skipped. Kept across reconnects (sent again on the new
+   * connection). Setting the state this connection last sent again sends nothing.
+   * @param {string} roomId
+   * @param {Record<string, unknown>} state
+   */
+  setPresence(roomId, state) {
+    const room = this.#rooms.get(roomId);
+    if (!room) throw new TypeError(`setPresence: the client does not hold room ${roomId}`);
+    if (!isPlainObject(state)) throw new TypeError("setPresence: the state must be a plain object");
+    room.presenceWanted = JSON.stringify(state);
+    this.#flushPresence(room);
+  }
+
+  /**
+   * Sends a client event (e.g. `typing.start`) to the room's other connections; the server
+   * stamps it with this user's id. It must be allowed by the server's CLIENT_EVENT_TYPES (a
+   * refused one comes back as an `error` with code `event_not_allowed`, and counts toward the
+   * server's invalid-frame close). Events are not queued: false when the room is not connected,
+   * or when this connection already sent `clientEventRate` events in the last 10 s (sending
+   * more would only be refused).
+   * @param {string} roomId
+   * @param {string} event
+   * @param {Record<string, unknown>} [data]
+   * @returns {boolean} whether it was sent
+   */
+  emit(roomId, event, data) {
+    if (typeof event !== "string" || !TYPE.test(event)) {
+      throw new TypeError(`invalid event name ${JSON.stringify(event)}: 1-128 characters of A-Z a-z 0-9 _ . : -`);
+    }
+    if (data !== undefined && !isPlainObject(data)) throw new TypeError("emit: data must be a plain object");
+    const room = this.#rooms.get(roomId);
+    if (!room || room.state !== "connected" || room.ws?.readyState !== OPEN) return false;
+    const now = Date.now();
+    const recent = prune(room.eventTimes, now);
+    if (recent.length >= this.#opts.clientEventRate) return false;
+    recent.push(now);
+    room.ws.send(JSON.stringify(data === undefined ? { type: "emit", event } : { type: "emit", event, data }));
+    return true;
+  }
+
+  /**
+   * Asks the server for everything published after the last seq this client saw, in every
+   * connected room (or one), without reconnecting: for a page that suspects it missed something
+   * (a tab that slept). What comes back is handed to the app like any notification, once.
+   * Resolves, once those are handed over, with one result per room that answered; rooms not
+   * connected are left out (they resume when they reconnect). Called on its own when the page
+   * becomes visible after being hidden (`syncOnVisible`).
+   * @param {string} [roomId]
+   * @returns {Promise<import("./roomcast.d.ts").SyncResult[]>}
+   */
+  sync(roomId) {
+    const rooms = roomId === undefined ? [...this.#rooms.values()] : [this.#rooms.get(roomId)].filter(Boolean);
+    return Promise.all(rooms.map((room) => this.#syncRoom(room))).then((all) => all.filter(Boolean));
+  }
+
   // ---- connection lifecycle ----
 
   async #open(room, reason) {
@@ -473,7 +694,7 @@ export class RealtimeClient extends Emitter {
         : await o.token;
     } catch (err) {
       if (gen !== room.gen || this.#closed) return;
-      this.emit("error", new RealtimeError("token_error", `getToken failed: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
+      this.#fire("error", new RealtimeError("token_error", `getToken failed: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
       if (reason === "expired") return this.#fail(room, "token_expired", "the token expired and getToken could not supply a new one", { closeCode: 4001 });
       if (reason === "unauthorized") return this.#failUnauthorized(room, "getToken failed after the server refused the token");
       return this.#retry(room, undefined);
@@ -500,6 +721,7 @@ export class RealtimeClient extends Emitter {
     room.resumeFrom = room.lastSeq;
     if (room.lastSeq !== null) params.set("since", String(room.lastSeq));
     if (this.#types.length) params.set("types", this.#types.join(","));
+    if (room.watchPresence) params.set("presence", "1");
     const base = typeof o.url === "function" ? await o.url({ roomId: room.id }) : (o.url ?? globalThis.location.origin);
     if (gen !== room.gen || this.#closed) return;
     const path = `/rooms/${encodeURIComponent(room.id)}/subscribe?${params}`;
@@ -510,7 +732,7 @@ export class RealtimeClient extends Emitter {
     try {
       ws = new this.#WS(url);
     } catch (err) {
-      this.emit("error", new RealtimeError("connect_failed", `could not open a WebSocket: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
+      this.#fire("error", new RealtimeError("connect_failed", `could not open a WebSocket: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
       return this.#retry(room, undefined);
     }
     room.ws = ws;
@@ -540,15 +762,22 @@ export class RealtimeClient extends Emitter {
       room.lastSeq = serverSeq;
     }
     this.#startKeepalive(room, ws);
+    // A new connection: the server's windows start again, and it has not seen our state.
+    room.presenceTimes = [];
+    room.presenceSent = null;
+    room.eventTimes = [];
     const resumed = since !== null;
     const recovered = resumed ? hello.recovered !== false : undefined;
+    // Before `connected`, so its listeners read the new map.
+    if (room.watchPresence) this.#presenceSnapshot(room, hello);
     this.#updateState();
-    this.emit("connected", {
+    this.#fire("connected", {
       roomId: room.id, connectionId: room.connectionId, lastSeq: serverSeq, resumed,
       ...(resumed ? { recovered } : {}),
     });
-    if (resumed) this.emit("recovery", { roomId: room.id, since, lastSeq: serverSeq, recovered });
+    if (resumed) this.#fire("recovery", { roomId: room.id, since, lastSeq: serverSeq, recovered });
     this.#flushAcks(room);
+    this.#flushPresence(room);
   }
 
   #onFrame(room, ws, data) {
@@ -564,19 +793,28 @@ export class RealtimeClient extends Emitter {
       return;
     }
     if (!frame || typeof frame !== "object") return;
+    if (typeof frame.type !== "string") return;
     if (CONTROL_FRAMES.has(frame.type) && typeof frame.seq !== "number") {
       switch (frame.type) {
         case "connected":
           return this.#onHello(room, ws, frame);
         case "subscribed":
-          return void this.emit("subscribed", { roomId: room.id, types: frame.data?.types ?? [] });
+          return void this.#fire("subscribed", { roomId: room.id, types: frame.data?.types ?? [] });
         case "error":
-          return void this.emit("error", new RealtimeError(frame.code ?? "server_error", frame.message ?? "error frame from the server", { roomId: room.id }));
+          return void this.#fire("error", new RealtimeError(frame.code ?? "server_error", frame.message ?? "error frame from the server", { roomId: room.id, serverCode: frame.code }));
+        case "event":
+          return this.#onEvent(room, frame);
+        case "synced":
+          return this.#onSynced(room, frame);
         default:
           return;
       }
     }
-    if (typeof frame.id === "string" && typeof frame.seq === "number") this.#onNotification(room, frame);
+    // Presence frames: reserved types, no id or seq.
+    if (frame.type.startsWith("presence.") && typeof frame.userId === "string") return this.#onPresence(room, frame);
+    if (typeof frame.id !== "string") return;
+    if (typeof frame.seq === "number") this.#onNotification(room, frame);
+    else if (frame.ephemeral === true) this.#onEphemeral(room, frame);
   }
 
   #onNotification(room, n) {
@@ -589,7 +827,7 @@ export class RealtimeClient extends Emitter {
       this.#seen.set(n.id, rec);
       rec.rooms.add(room.id);
       if (n.requiresAck && rec.acked) this.#queueAck(room, n.id);
-      this.emit("duplicate", n, ctx);
+      this.#fire("duplicate", n, ctx);
       return;
     }
     const filter = this.#opts.messageFilter;
@@ -598,7 +836,7 @@ export class RealtimeClient extends Emitter {
       try {
         keep = filter(n, ctx);
       } catch (err) {
-        this.emit("error", new RealtimeError("filter_error", `messageFilter threw: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
+        this.#fire("error", new RealtimeError("filter_error", `messageFilter threw: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
         return;
       }
       if (!keep) return;
@@ -609,22 +847,241 @@ export class RealtimeClient extends Emitter {
     room.chain = room.chain.then(() => this.#dispatch(room, n, entry, ctx));
   }
 
+  /**
+   * An ephemeral notification (a progress update): no seq, never acked, never replayed. Handed
+   * to the app like any other, but kept apart from the stored ids (an ephemeral publish may
+   * reuse a stored one's id, and must not hide it or be hidden by it). The same publish through
+   * a second room (POST /broadcast with a requestId) is dropped; the same id again through the
+   * same room is a new publish that reused it.
+   */
+  #onEphemeral(room, n) {
+    const via = this.#ephemeral.get(n.id);
+    if (via && !via.has(room.id)) {
+      via.add(room.id);
+      this.#fire("duplicate", n, { roomId: room.id });
+      return;
+    }
+    this.#ephemeral.delete(n.id);
+    this.#ephemeral.set(n.id, new Set([room.id]));
+    while (this.#ephemeral.size > EPHEMERAL_IDS) this.#ephemeral.delete(this.#ephemeral.keys().next().value);
+    const ctx = { roomId: room.id };
+    const filter = this.#opts.messageFilter;
+    if (typeof filter === "function") {
+      try {
+        if (!filter(n, ctx)) return;
+      } catch (err) {
+        this.#fire("error", new RealtimeError("filter_error", `messageFilter threw: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
+        return;
+      }
+    }
+    room.chain = room.chain.then(() => this.#dispatch(room, n, null, ctx));
+  }
+
+  /** The listeners of a notification type or event name: its exact name and matching patterns. */
+  #typeListeners(type) {
+    const out = [];
+    for (const [pattern, set] of this.#patterns) {
+      if (matchesType(pattern, type)) for (const { fn } of set) out.push(fn);
+    }
+    return out;
+  }
+
+  /** `entry` is the notification's record in #seen (null for an ephemeral one). */
   async #dispatch(room, n, entry, ctx) {
     if (this.#closed) {
       // Not handled: forget it so a later connection delivers it again.
-      this.#seen.delete(n.id);
+      if (entry && this.#seen.get(n.id) === entry) this.#seen.delete(n.id);
       return;
     }
-    const results = await Promise.allSettled(this.listeners("notification").map(async (fn) => fn(n, ctx)));
+    const typed = this.#typeListeners(n.type);
+    const typedCtx = { ...ctx, kind: "notification" };
+    const results = await Promise.allSettled([
+      ...this.listeners("notification").map(async (fn) => fn(n, ctx)),
+      ...typed.map(async (fn) => fn(n, typedCtx)),
+    ]);
     const failed = results.find((r) => r.status === "rejected");
     if (failed) {
       // Not acked: the server redelivers it, and then it is handed to the app again.
-      if (this.#seen.get(n.id) === entry) this.#seen.delete(n.id);
+      if (entry && this.#seen.get(n.id) === entry) this.#seen.delete(n.id);
       const err = failed.reason;
-      this.emit("error", new RealtimeError("handler_error", `notification handler failed: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
+      this.#fire("error", new RealtimeError("handler_error", `notification handler failed: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
       return;
     }
-    if (n.requiresAck && this.#opts.autoAck) this.ack(n.id);
+    if (entry && n.requiresAck && this.#opts.autoAck) this.ack(n.id);
+  }
+
+  /** A client event from another connection: to `event` listeners, then to matching names. */
+  #onEvent(room, e) {
+    if (typeof e.event !== "string") return;
+    const ctx = { roomId: room.id };
+    this.#fire("event", e, ctx);
+    const typed = this.#typeListeners(e.event);
+    if (typed.length === 0) return;
+    const typedCtx = { ...ctx, kind: "event" };
+    for (const fn of typed) {
+      try {
+        const r = fn(e, typedCtx);
+        if (r && typeof r.then === "function") r.then(undefined, (err) => this.#handlerFailed(room, err));
+      } catch (err) {
+        this.#handlerFailed(room, err);
+      }
+    }
+  }
+
+  #handlerFailed(room, err) {
+    this.#fire("error", new RealtimeError("handler_error", `event handler failed: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
+  }
+
+  // ---- presence ----
+
+  /** Whether a room watches presence by the client's `presence` option. */
+  #watches(roomId) {
+    return this.#presenceRooms === true || this.#presenceRooms.has(roomId);
+  }
+
+  /**
+   * The `connected` frame's presence replaces the room's map: nothing from before the
+   * connection is kept. After a reconnect, users who came or went meanwhile are announced.
+   */
+  #presenceSnapshot(room, hello) {
+    const p = hello.presence && typeof hello.presence === "object" ? hello.presence : { count: 0, users: [] };
+    const next = new Map();
+    for (const u of Array.isArray(p.users) ? p.users : []) {
+      if (u && typeof u.userId === "string") next.set(u.userId, presenceUser(u.userId, u.connections ?? 1, u.state, u.since ?? null));
+    }
+    const before = room.presence;
+    room.presence = next;
+    room.presenceCount = typeof p.count === "number" ? p.count : next.size;
+    this.#fire("presence", { roomId: room.id, users: next, count: room.presenceCount, change: "snapshot" });
+    if (!before) return;
+    const at = typeof hello.serverTime === "string" ? hello.serverTime : new Date().toISOString();
+    for (const userId of before.keys()) {
+      if (!next.has(userId)) this.#fire("left", { roomId: room.id, userId, timestamp: at });
+    }
+    for (const [userId, u] of next) {
+      if (!before.has(userId)) this.#fire("joined", { roomId: room.id, userId, state: u.state, timestamp: u.since ?? at });
+    }
+  }
+
+  #onPresence(room, f) {
+    if (!room.watchPresence || !room.presence) return;
+    const next = new Map(room.presence);
+    const { userId } = f;
+    let change;
+    if (f.type === "presence.joined") {
+      change = "joined";
+      if (!next.has(userId)) room.presenceCount++;
+      next.set(userId, presenceUser(userId, 1, f.state, f.timestamp ?? null));
+    } else if (f.type === "presence.left") {
+      change = "left";
+      next.delete(userId);
+      room.presenceCount = Math.max(next.size, room.presenceCount - 1);
+    } else if (f.type === "presence.updated") {
+      change = "updated";
+      const had = next.get(userId);
+      // A user beyond the first 100 listed when this connection opened: present, since unknown.
+      if (!had) room.presenceCount = Math.max(room.presenceCount, next.size + 1);
+      next.set(userId, presenceUser(userId, had?.connections ?? 1, f.state, had?.since ?? null));
+    } else {
+      return;
+    }
+    room.presence = next;
+    const info = { roomId: room.id, users: next, count: room.presenceCount, change, userId };
+    this.#fire("presence", info);
+    if (change === "joined") this.#fire("joined", { roomId: room.id, userId, state: next.get(userId).state, timestamp: f.timestamp });
+    if (change === "left") this.#fire("left", { roomId: room.id, userId, timestamp: f.timestamp });
+  }
+
+  /** A room left, closed or stopped: its map is emptied (and watchers told so). */
+  #clearPresence(room) {
+    if (!room.presence) return;
+    room.presence = null;
+    room.presenceCount = 0;
+    this.#fire("presence", { roomId: room.id, users: EMPTY_PRESENCE, count: 0, change: "cleared" });
+  }
+
+  /** Sends the wanted presence state when the server's window allows; else later. */
+  #flushPresence(room) {
+    clearTimeout(room.timers.presence);
+    room.timers.presence = null;
+    const wanted = room.presenceWanted;
+    if (wanted === null || wanted === room.presenceSent) return;
+    if (room.state !== "connected" || room.ws?.readyState !== OPEN) return; // sent by #onHello
+    const now = Date.now();
+    const recent = prune(room.presenceTimes, now);
+    if (recent.length >= PRESENCE_SET_RATE) {
+      const wait = recent[0] + RATE_WINDOW_MS + RATE_MARGIN_MS - now;
+      room.timers.presence = setTimeout(() => this.#flushPresence(room), Math.max(0, wait));
+      return;
+    }
+    recent.push(now);
+    room.presenceSent = wanted;
+    room.ws.send(`{"type":"presence.set","data":${wanted}}`);
+  }
+
+  // ---- sync ----
+
+  #syncRoom(room) {
+    if (room.state !== "connected" || room.ws?.readyState !== OPEN) return Promise.resolve(null);
+    if (room.sync) return room.sync.promise;
+    const since = room.lastSeq ?? 0;
+    let resolve;
+    const promise = new Promise((r) => { resolve = r; });
+    room.sync = { since, promise, resolve };
+    room.ws.send(JSON.stringify({ type: "sync", since }));
+    // A socket that slept may be dead: with no frame at all in pongTimeoutMs it is replaced,
+    // as the keepalive would (and the new connection resumes after `since`).
+    const ws = room.ws;
+    if (!room.timers.pong && this.#opts.pongTimeoutMs > 0) {
+      room.timers.pong = setTimeout(() => this.#dead(room, ws, "no answer to sync"), this.#opts.pongTimeoutMs);
+    }
+    return promise;
+  }
+
+  #onSynced(room, f) {
+    const pending = room.sync;
+    room.sync = null;
+    const serverSeq = typeof f.lastSeq === "number" ? f.lastSeq : null;
+    // The replay went up to the room's latest seq: later ones arrive live after this frame.
+    if (serverSeq !== null && (room.lastSeq === null || serverSeq !== room.lastSeq)) {
+      room.lastSeq = serverSeq;
+    }
+    const since = pending?.since ?? null;
+    const result = { roomId: room.id, since, lastSeq: serverSeq, recovered: f.recovered !== false };
+    // Settles once what the replay brought has been handed to the app.
+    room.chain.then(() => {
+      this.#fire("synced", result);
+      if (since !== null) this.#fire("recovery", { ...result, since });
+      pending?.resolve(result);
+    });
+  }
+
+  #visibilityChanged() {
+    const hidden = document.visibilityState === "hidden";
+    if (hidden) {
+      this.#hiddenAt ??= Date.now();
+      return;
+    }
+    if (this.#hiddenAt === null) return;
+    this.#hiddenAt = null;
+    if (!this.#closed) void this.sync();
+  }
+
+  #watchVisibility(on) {
+    const doc = globalThis.document;
+    if (!doc || typeof doc.addEventListener !== "function" || !this.#opts.syncOnVisible) return;
+    doc.removeEventListener("visibilitychange", this.#onVisibility);
+    if (on) {
+      doc.addEventListener("visibilitychange", this.#onVisibility);
+      if (doc.visibilityState === "hidden") this.#hiddenAt ??= Date.now();
+    }
+  }
+
+  /** A sync whose socket went: left out of sync()'s results (the reconnect resumes instead). */
+  #endSync(room) {
+    const pending = room.sync;
+    room.sync = null;
+    pending?.resolve(null);
   }
 
   #onClose(room, ws, code, reason) {
@@ -632,8 +1089,9 @@ export class RealtimeClient extends Emitter {
     const wasConnected = room.state === "connected";
     room.ws = null;
     this.#clearTimers(room, { keepAck: true });
+    this.#endSync(room);
     if (this.#closed || room.state === "closed") return;
-    this.emit("disconnected", { roomId: room.id, code, reason, wasConnected });
+    this.#fire("disconnected", { roomId: room.id, code, reason, wasConnected });
     if (wasConnected && Date.now() - room.connectedAt >= this.#opts.stableAfterMs) room.attempt = 0;
     if (code === CloseCode.INVALID_FRAMES) {
       return this.#fail(room, "invalid_frames", `the server closed the connection for invalid frames (4003): ${reason}`, { closeCode: code });
@@ -731,7 +1189,7 @@ export class RealtimeClient extends Emitter {
     const info = { roomId: room.id, attempt: room.attempt, delayMs, code };
     if (plan.status !== undefined) info.status = plan.status;
     if (plan.retryAfterMs !== undefined) info.retryAfterMs = plan.retryAfterMs;
-    this.emit("reconnecting", info);
+    this.#fire("reconnecting", info);
     const reason = plan.reason ?? (code === CloseCode.AUTH ? "expired" : room.everConnected ? "reconnect" : "connect");
     room.timers.reconnect = setTimeout(() => this.#open(room, reason), delayMs);
   }
@@ -749,15 +1207,17 @@ export class RealtimeClient extends Emitter {
   #fail(room, code, message, details = {}) {
     const err = new RealtimeError(code, `room ${room.id}: ${message}`, { ...details, roomId: room.id, fatal: true });
     this.#stop(room, "error");
+    this.#clearPresence(room);
     room.error = err;
     this.#updateState();
-    this.emit("error", err);
+    this.#fire("error", err);
   }
 
   /** Stops a room's socket and timers, leaving it in `state`. */
   #stop(room, state) {
     room.gen++;
     this.#clearTimers(room);
+    this.#endSync(room);
     const ws = room.ws;
     room.ws = null;
     room.state = state;
@@ -806,7 +1266,7 @@ export class RealtimeClient extends Emitter {
     for (let i = 0; i < ids.length; i += MAX_ACK_IDS) {
       const chunk = ids.slice(i, i + MAX_ACK_IDS);
       room.ws.send(JSON.stringify({ type: "ack", ids: chunk }));
-      this.emit("ack", { roomId: room.id, ids: chunk });
+      this.#fire("ack", { roomId: room.id, ids: chunk });
     }
   }
 
@@ -822,7 +1282,7 @@ export class RealtimeClient extends Emitter {
       const key = `${publicState(room)}|${room.attempt}|${room.lastConnectedAt}`;
       if (key !== room.statusKey) {
         room.statusKey = key;
-        this.emit("status", this.roomStatus(room.id));
+        this.#fire("status", this.roomStatus(room.id));
       }
     }
     const states = [...this.#rooms.values()].map(publicState);
@@ -836,9 +1296,30 @@ export class RealtimeClient extends Emitter {
     if (next !== this.#state) {
       const prev = this.#state;
       this.#state = next;
-      this.emit("state", next, prev);
+      this.#fire("state", next, prev);
     }
   }
+}
+
+function isPlainObject(v) {
+  if (v === null || typeof v !== "object" || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Drops the times older than the server's window (plus the margin); returns the array. */
+function prune(times, now) {
+  while (times.length && now - times[0] >= RATE_WINDOW_MS + RATE_MARGIN_MS) times.shift();
+  return times;
+}
+
+function presenceUser(userId, connections, state, since) {
+  return Object.freeze({
+    userId,
+    connections: typeof connections === "number" ? connections : 1,
+    state: state && typeof state === "object" && !Array.isArray(state) ? state : {},
+    since: typeof since === "string" ? since : null,
+  });
 }
 
 function checkRoomId(r) {
@@ -846,9 +1327,21 @@ function checkRoomId(r) {
 }
 
 /** A room's bookkeeping; `since` (a seq ≥ 0) resumes after it. */
-function newRoom(id, since) {
+function newRoom(id, since, watchPresence = false) {
   return {
     id,
+    watchPresence: Boolean(watchPresence),
+    /** userId -> PresenceUser; null until the first `connected` of a watching room. */
+    presence: null,
+    presenceCount: 0,
+    /** The state setPresence asked for (JSON text), the one sent on this connection, and when. */
+    presenceWanted: null,
+    presenceSent: null,
+    presenceTimes: [],
+    /** When this connection sent its recent client events. */
+    eventTimes: [],
+    /** The pending sync(): {since, promise, resolve}. */
+    sync: null,
     state: "idle",
     everConnected: false,
     ws: null,
@@ -860,7 +1353,7 @@ function newRoom(id, since) {
     connectedAt: 0,
     lastConnectedAt: null,
     connectionId: null,
-    timers: { reconnect: null, ping: null, pong: null, connect: null, ack: null },
+    timers: { reconnect: null, ping: null, pong: null, connect: null, ack: null, presence: null },
     ackQueue: new Set(),
     chain: Promise.resolve(),
     error: null,

@@ -10,7 +10,11 @@ import { makeClient, waitForState, waitForCount, quiet } from "./helpers.mjs";
 
 let w;
 let proxy;
-/** What the proxy does with the next requests: "pass" | "drop" (no answer) | "lose" (forward, then 503). */
+/**
+ * What the proxy does with the next requests: "pass" | "drop" (no answer) | "lose" (forward,
+ * then answer 502) | "partial" (one room fails: forward without the last of `userIds`, or
+ * without the `requestId`, and answer 207 as the server does for a room it could not reach).
+ */
 let plan = [];
 const seenByProxy = [];
 
@@ -26,16 +30,31 @@ before(async () => {
       req.socket.destroy();
       return;
     }
-    const upstream = await fetch(w.base + req.url, {
-      method: req.method,
-      headers: { "content-type": req.headers["content-type"], authorization: req.headers.authorization, "idempotency-key": req.headers["idempotency-key"] },
-      body,
-    });
+    let forward = body;
+    let failedRoom;
+    if (action === "partial") {
+      const b = JSON.parse(body);
+      if (b.userIds) failedRoom = `user_${b.userIds.pop()}`;
+      else { failedRoom = `request_${b.requestId}`; delete b.requestId; }
+      forward = JSON.stringify(b);
+    }
+    const headers = { "content-type": req.headers["content-type"], authorization: req.headers.authorization };
+    if (req.headers["idempotency-key"] !== undefined) headers["idempotency-key"] = req.headers["idempotency-key"];
+    const upstream = await fetch(w.base + req.url, { method: req.method, headers, body: forward });
     const text = await upstream.text();
     if (action === "lose") {
       // The publish happened, but the caller never learns it: a gateway error instead.
       res.writeHead(502, { "content-type": "application/json" });
-      res.end(JSON.stringify({ success: false, error: { code: "partial_failure", message: "simulated" } }));
+      res.end(JSON.stringify({ success: false, error: { code: "bad_gateway", message: "simulated" } }));
+      return;
+    }
+    if (action === "partial") {
+      const answer = JSON.parse(text);
+      answer.rooms[failedRoom] = { success: false, error: { code: "internal_error", message: "simulated: room unreachable" } };
+      answer.success = false;
+      answer.error = { code: "partial_failure", message: "publishing to at least one room failed; retry with the same Idempotency-Key" };
+      res.writeHead(207, { "content-type": "application/json" });
+      res.end(JSON.stringify(answer));
       return;
     }
     res.writeHead(upstream.status, { "content-type": "application/json" });
@@ -150,7 +169,7 @@ test("5xx on every attempt: gives up after 1 + retries with the last error", asy
   plan = ["lose", "lose", "lose", "lose"];
   await assert.rejects(
     rc.broadcastSuccess(u, "x.y"),
-    (err) => err instanceof BroadcastError && err.status === 502 && err.code === "partial_failure" && err.attempts === 3 && err.retryable,
+    (err) => err instanceof BroadcastError && err.status === 502 && err.code === "bad_gateway" && err.attempts === 3 && err.retryable,
   );
   assert.equal(seenByProxy.length, 3);
   plan = [];
@@ -195,5 +214,152 @@ test("without url and apiKey it reads ROOMCAST_URL / ROOMCAST_API_KEY, else REAL
     assert.deepEqual(seen.map((s) => s.type), ["env.realtime", "env.roomcast"]);
   } finally {
     await client.close();
+  }
+});
+
+/** Clients for users, each on its user room; closed after the test. */
+async function usersOnline(t, subs, extra = {}) {
+  const out = {};
+  for (const u of subs) {
+    out[u] = makeClient({ url: w.base, rooms: [`user_${u}`, ...(extra[u] ?? [])], token: tokenFor(u, { rooms: extra[u] }) });
+    t.after(() => out[u].client.close());
+  }
+  for (const u of subs) await waitForState(out[u].client, "connected");
+  return out;
+}
+
+test("broadcastMany: one key for the call; a lost answer and a dropped connection still deliver once per user", async (t) => {
+  const subs = [uid(), uid(), uid()];
+  const users = await usersOnline(t, subs);
+  const rc = createBroadcaster({ url: proxyUrl(), apiKey: API_KEY, retries: 3, retryDelayMs: 5 });
+  seenByProxy.length = 0;
+  plan = ["lose", "drop", "pass"];
+  const r = await rc.broadcastMany(subs, "report.ready", { reportId: "r1" });
+  assert.equal(seenByProxy.length, 3);
+  const keys = new Set(seenByProxy.map((s) => s.key));
+  assert.equal(keys.size, 1, "one idempotency key across retries");
+  const [key] = keys;
+  assert.deepEqual(seenByProxy[0].body, { userIds: subs, message: { type: "report.ready", data: { reportId: "r1" }, status: "success", id: key } });
+  assert.equal(r.success, true);
+  for (const u of subs) {
+    assert.equal(r.rooms[`user_${u}`].id, key, "the same id in every room");
+    assert.equal(r.rooms[`user_${u}`].duplicate, true, "published by the first attempt");
+  }
+  for (const u of subs) await waitForCount(users[u].client, users[u].seen, 1);
+  for (const u of subs) {
+    assert.equal(await quiet(users[u].client, "notification", 200), true);
+    assert.deepEqual(users[u].seen.map((x) => [x.type, x.id]), [["report.ready", key]], `user ${u} sees it once`);
+    assert.equal((await w.history(`user_${u}`)).body.notifications.length, 1);
+  }
+});
+
+test("a 207 (some rooms failed) is retried with the same key: only the failed room gets it then, nobody twice", async (t) => {
+  const subs = [uid(), uid(), uid()];
+  const users = await usersOnline(t, subs);
+  const rc = createBroadcaster({ url: proxyUrl(), apiKey: API_KEY, retries: 2, retryDelayMs: 5 });
+  seenByProxy.length = 0;
+  plan = ["partial", "pass"];
+  const r = await rc.broadcastMany(subs, "team.invite", {}, { idempotencyKey: `invite-${subs[0]}` });
+  assert.equal(seenByProxy.length, 2);
+  assert.deepEqual(seenByProxy.map((s) => s.key), [`invite-${subs[0]}`, `invite-${subs[0]}`]);
+  assert.deepEqual(subs.map((u) => r.rooms[`user_${u}`].duplicate), [true, true, false], "the retry published only in the failed room");
+  for (const u of subs) await waitForCount(users[u].client, users[u].seen, 1);
+  for (const u of subs) {
+    assert.equal(await quiet(users[u].client, "notification", 200), true);
+    assert.equal(users[u].seen.length, 1);
+  }
+
+  // A partial failure on every attempt: a retryable BroadcastError naming the failed room.
+  plan = ["partial", "partial", "partial"];
+  const late = uid();
+  await assert.rejects(
+    rc.broadcastMany([subs[0], late], "team.invite"),
+    (err) => err instanceof BroadcastError && err.status === 207 && err.code === "partial_failure" && err.retryable &&
+      err.attempts === 3 && err.failedRooms.length === 1 && err.failedRooms[0] === `user_${late}`,
+  );
+  plan = [];
+});
+
+test("broadcastSuccess with a requestId: a 207 for the request room is retried, the user sees it once", async (t) => {
+  const u = uid();
+  const req = `q${u}`;
+  const users = await usersOnline(t, [u], { [u]: [`request_${req}`] });
+  const rc = createBroadcaster({ url: proxyUrl(), apiKey: API_KEY, retries: 2, retryDelayMs: 5 });
+  seenByProxy.length = 0;
+  plan = ["partial", "pass"];
+  const r = await rc.broadcastSuccess(u, "note.done", {}, { requestId: req });
+  assert.equal(seenByProxy.length, 2);
+  assert.equal(r.rooms[`user_${u}`].duplicate, true);
+  assert.equal(r.rooms[`request_${req}`].duplicate, false);
+  await waitForCount(users[u].client, users[u].seen, 1);
+  assert.equal(await quiet(users[u].client, "notification", 300), true);
+  assert.equal((await w.history(`request_${req}`)).body.notifications.length, 1);
+});
+
+test("a 207 that no retry can fix (the real worker: an id taken in one room) is thrown at once", async () => {
+  const [a, b] = [uid(), uid()];
+  const key = `taken-${a}`;
+  // user_a already holds this id, published under another key.
+  assert.equal((await w.publish(`user_${a}`, { type: "x.y", id: key }, { "idempotency-key": `other-${a}` })).status, 200);
+  const rc = createBroadcaster({ url: proxyUrl(), apiKey: API_KEY, retries: 3, retryDelayMs: 5 });
+  seenByProxy.length = 0;
+  plan = [];
+  await assert.rejects(
+    rc.broadcastMany([a, b], "x.y", {}, { idempotencyKey: key }),
+    (err) => err instanceof BroadcastError && err.status === 207 && !err.retryable && err.attempts === 1 &&
+      err.failedRooms.join() === `user_${a}` && /user_.*duplicate_id/.test(err.message),
+  );
+  assert.equal(seenByProxy.length, 1, "not retried");
+  assert.equal((await w.history(`user_${b}`)).body.notifications.length, 1, "the other room has it");
+});
+
+test("broadcastMany refuses bad userIds before sending anything", async () => {
+  const rc = createBroadcaster({ url: proxyUrl(), apiKey: API_KEY });
+  seenByProxy.length = 0;
+  await assert.rejects(rc.broadcastMany([], "x.y"), /non-empty array/);
+  await assert.rejects(rc.broadcastMany(["a", "a"], "x.y"), /repeated/);
+  await assert.rejects(rc.broadcastMany(Array.from({ length: 101 }, (_, i) => `u${i}`), "x.y"), /at most 100/);
+  await assert.rejects(rc.broadcastNotification({ userId: "a", userIds: ["b"], message: { type: "x" } }), /not both/);
+  assert.equal(seenByProxy.length, 0);
+});
+
+test("progress: ephemeral, pending, delivered once, never in history; a lost one is not retried", async (t) => {
+  const u = uid();
+  const req = `p${u}`;
+  const users = await usersOnline(t, [u], { [u]: [`request_${req}`] });
+  const { client, seen } = users[u];
+  const rc = createBroadcaster({ url: proxyUrl(), apiKey: API_KEY, retries: 3, retryDelayMs: 5 });
+  seenByProxy.length = 0;
+  plan = [];
+  const r = await rc.progress(u, "upload.progress", { pct: 10 }, { requestId: req });
+  assert.equal(r.success, true);
+  assert.equal(r.rooms[`user_${u}`].ephemeral, true);
+  assert.equal(seenByProxy[0].key, undefined, "no idempotency key: the server keeps nothing to compare with");
+  assert.deepEqual(seenByProxy[0].body.message, { type: "upload.progress", data: { pct: 10 }, status: "pending", ephemeral: true });
+  await waitForCount(client, seen, 1);
+  assert.equal(seen[0].ephemeral, true);
+  assert.equal(seen[0].status, "pending");
+  assert.equal(seen[0].seq, undefined);
+
+  // Lost on the way back, or no answer at all: null after one attempt, no retry.
+  seenByProxy.length = 0;
+  plan = ["lose"];
+  assert.equal(await rc.progress(u, "upload.progress", { pct: 20 }), null);
+  plan = ["drop"];
+  assert.equal(await rc.progress(u, "upload.progress", { pct: 30 }), null);
+  assert.equal(seenByProxy.length, 2, "one attempt each");
+  // The first of those reached the user (the answer was what got lost); the dropped one did not.
+  await waitForCount(client, seen, 2);
+  assert.equal(await quiet(client, "notification", 300), true);
+  assert.deepEqual(seen.map((x) => x.data.pct), [10, 20]);
+  // Bad input still throws, and many users at once work too.
+  await assert.rejects(rc.progress(u, "presence.x"), (err) => err.status === 400 && err.code === "reserved_type");
+  const other = uid();
+  const many = await rc.progress([u, other], "upload.progress", { pct: 40 }, { status: "success" });
+  assert.deepEqual(Object.keys(many.rooms).sort(), [`user_${other}`, `user_${u}`].sort());
+  await waitForCount(client, seen, 3);
+  assert.equal(seen[2].status, "success");
+  for (const room of [`user_${u}`, `request_${req}`]) {
+    assert.equal((await w.history(room)).body.notifications.length, 0, `nothing stored in ${room}`);
   }
 });

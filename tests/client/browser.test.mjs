@@ -1,10 +1,14 @@
-// The demo page in a real browser (Debian's headless Chromium driven by playwright-core), served
-// by the worker: mint a dev token with the button, connect, receive a publish made through the
-// API, see it acked, and the room's history say so. Never skipped: without Chromium it fails and
-// says how to install it (scripts/setup.sh does, as root).
+// The demo page in a real browser (Debian's headless Chromium driven by playwright-core), against
+// the real worker: mint a dev token with the button, connect, receive a publish made through the
+// API, see it acked, and the room's history say so; two users see each other online and typing.
+// Never skipped: without Chromium it fails and says how to install it (scripts/setup.sh does, as
+// root).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import http from "node:http";
+import net from "node:net";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { startWorker, tokenFor, signHs256, API_KEY, ROOT } from "../support/harness.mjs";
@@ -29,6 +33,7 @@ before(async () => {
 });
 after(async () => {
   await browser?.close();
+  for (const r of relays) await r.stop();
   for (const w of workers) await w.stop();
 });
 
@@ -40,13 +45,79 @@ async function page() {
   return { p, errors };
 }
 
+// The worker embeds demo/index.html and client/roomcast.js when it is built, so build/ may hold
+// older copies than the repo. The pages under test use the repo's files: a loopback relay in front
+// of the worker serves them and passes everything else (/dev/token, history, the WebSocket
+// upgrades) to the real worker byte for byte, so the page talks to one origin as it does when the
+// worker serves it. (Pages fulfilled by Playwright instead have no network address, and Chromium's
+// local network access checks then block their WebSockets to 127.0.0.1.)
+const DEMO_HTML = path.join(ROOT, "demo/index.html");
+const CLIENT_JS = path.join(ROOT, "client/roomcast.js");
+const relays = [];
+
+/**
+ * Starts a relay to worker `w` serving `files` (path -> {file | body, type}); resolves with its
+ * base URL.
+ */
+async function relay(w, files) {
+  const target = new URL(w.base);
+  const sockets = new Set();
+  const server = http.createServer(async (req, res) => {
+    const own = files[new URL(req.url, "http://relay").pathname];
+    if (own && req.method === "GET") {
+      res.writeHead(200, { "content-type": own.type, "cache-control": "no-store" });
+      res.end(own.body ?? await readFile(own.file));
+      return;
+    }
+    const up = http.request(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    up.on("error", () => res.destroy());
+    req.pipe(up);
+  });
+  server.on("upgrade", (req, socket, head) => {
+    const up = net.connect(Number(target.port), target.hostname, () => {
+      const lines = [`${req.method} ${req.url} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      up.write(`${lines.join("\r\n")}\r\n\r\n`);
+      if (head.length) up.write(head);
+      socket.pipe(up).pipe(socket);
+    });
+    sockets.add(socket);
+    const end = () => { sockets.delete(socket); socket.destroy(); up.destroy(); };
+    for (const s of [socket, up]) { s.on("error", end); s.on("close", end); }
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  relays.push({
+    stop: () => new Promise((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.closeAllConnections();
+      server.close(resolve);
+    }),
+  });
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
+async function demoPage(w) {
+  const base = await relay(w, {
+    "/": { file: DEMO_HTML, type: "text/html; charset=utf-8" },
+    "/client/roomcast.js": { file: CLIENT_JS, type: "text/javascript; charset=utf-8" },
+  });
+  const { p, errors } = await page();
+  await p.goto(`${base}/`);
+  return { p, errors };
+}
+
 test("the demo page: mint a token, connect, receive and ack a notification, see it in history", async () => {
   const w = await startWorker({ bindings: { DEV_MODE: "true", ACK_RETRY_INTERVAL_MS: "400" } });
   workers.push(w);
-  const { p, errors } = await page();
+  const { p, errors } = await demoPage(w);
   const sub = `b${Date.now().toString(36)}`;
   const room = `user_${sub}`;
-  await p.goto(`${w.base}/`);
   await p.waitForSelector('body[data-dev="on"]', { timeout: 10000 });
   assert.equal(await p.isVisible("#mint"), true, "the mint button is there in dev mode");
   assert.equal(await p.isVisible("#publish-box"), true);
@@ -84,17 +155,77 @@ test("the demo page: mint a token, connect, receive and ack a notification, see 
   await p.locator('#live tr[data-seq="2"]').waitFor({ timeout: 5000 });
   await p.locator('#history tr[data-seq="2"]').waitFor({ timeout: 5000 });
 
+  // This worker allows no client events: the first refused one disables the typing box, so the
+  // page never collects the refusals that would close its connection.
+  await p.waitForSelector('#online li[data-user="' + sub + '"]', { timeout: 5000 });
+  await p.type("#say", "hi");
+  await p.waitForSelector("#say:disabled", { timeout: 5000 });
+  assert.match(await p.textContent("#say-hint"), /CLIENT_EVENT_TYPES/);
+  assert.equal(await p.textContent("#state"), "connected");
+
   mkdirSync(ARTIFACTS, { recursive: true });
   await p.screenshot({ path: path.join(ARTIFACTS, "demo.png"), fullPage: true });
   assert.deepEqual(errors, [], "no errors in the page");
   await p.close();
 });
 
+test("the demo page: two users in a room see each other online, and who is typing", async () => {
+  const w = await startWorker({ bindings: { DEV_MODE: "true", CLIENT_EVENT_TYPES: "typing.*" } });
+  workers.push(w);
+  const room = `team_${Date.now().toString(36)}`;
+  const open = async (sub) => {
+    const { p, errors } = await demoPage(w);
+    await p.waitForSelector('body[data-dev="on"]', { timeout: 10000 });
+    await p.fill("#room", room);
+    await p.fill("#sub", sub);
+    await p.click("#mint");
+    await p.waitForFunction(() => document.querySelector("#token").value.split(".").length === 3, null, { timeout: 5000 });
+    await p.click("#connect");
+    await p.waitForSelector('#state:text("connected")', { timeout: 10000 });
+    return { p, errors };
+  };
+  const alice = await open("alice");
+  const bob = await open("bob");
+  for (const { p } of [alice, bob]) {
+    await p.waitForSelector('body[data-online="2"]', { timeout: 5000 });
+    assert.deepEqual(await p.$$eval("#online li", (lis) => lis.map((li) => li.dataset.user)), ["alice", "bob"]);
+  }
+  assert.match(await alice.p.textContent('#online li[data-user="alice"]'), /\(you\)/);
+
+  // Bob types: alice sees it, next to his name and in the line under the box; bob does not see
+  // himself typing.
+  await bob.p.type("#say", "hello");
+  await alice.p.waitForSelector('body[data-typing="bob"]', { timeout: 5000 });
+  assert.equal(await alice.p.textContent("#typing-line"), "bob is typing…");
+  assert.equal(await alice.p.isVisible('#online li[data-user="bob"] .typing'), true);
+  assert.equal(await alice.p.isVisible('#online li[data-user="alice"] .typing'), false);
+  assert.equal(await bob.p.textContent("#typing-line"), "");
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await alice.p.screenshot({ path: path.join(ARTIFACTS, "demo-presence.png"), fullPage: true });
+  // He pauses: typing.stop clears it.
+  await alice.p.waitForSelector('body[data-typing=""]', { timeout: 5000 });
+
+  // A progress update (ephemeral) shows live, without a seq, and never in the history.
+  const r = await w.publish(room, { type: "upload.progress", data: { pct: 40 }, status: "pending", ephemeral: true });
+  assert.equal(r.body.broadcastCount, 2);
+  await alice.p.waitForSelector(`#live tr[data-ephemeral="${r.body.id}"]`, { timeout: 5000 });
+  assert.match(await alice.p.textContent(`#live tr[data-ephemeral="${r.body.id}"]`), /upload\.progress.*ephemeral/);
+  assert.equal((await w.history(room)).body.notifications.length, 0);
+
+  // Bob leaves: alice sees one user online.
+  await bob.p.click("#disconnect");
+  await alice.p.waitForSelector('body[data-online="1"]', { timeout: 5000 });
+  assert.deepEqual(await alice.p.$$eval("#online li", (lis) => lis.map((li) => li.dataset.user)), ["alice"]);
+  for (const { p, errors } of [alice, bob]) {
+    assert.deepEqual(errors, [], "no errors in the page");
+    await p.close();
+  }
+});
+
 test("without DEV_MODE the page has no mint button and no publish form", async () => {
   const w = await startWorker();
   workers.push(w);
-  const { p, errors } = await page();
-  await p.goto(`${w.base}/`);
+  const { p, errors } = await demoPage(w);
   await p.waitForSelector('body[data-dev="off"]', { timeout: 10000 });
   assert.equal(await p.isVisible("#mint"), false);
   assert.equal(await p.isVisible("#publish-box"), false);
@@ -107,14 +238,13 @@ test("without DEV_MODE the page has no mint button and no publish form", async (
 // Refusals in a real browser: Chromium reports a refused upgrade only as close 1006, so the
 // client must ask the server why. The page loads the repo's client/roomcast.js (the file the
 // worker serves at that path once built) and counts every WebSocket it opens.
-const CLIENT_JS = path.join(ROOT, "client/roomcast.js");
 
 async function refusalPage(w) {
+  const base = await relay(w, {
+    "/client/roomcast.js": { file: CLIENT_JS, type: "text/javascript; charset=utf-8" },
+    "/refusals.html": { body: "<!doctype html><title>refusals</title><link rel=\"icon\" href=\"data:,\">", type: "text/html; charset=utf-8" },
+  });
   const { p, errors } = await page();
-  await p.route(`${w.base}/client/roomcast.js`, (route) =>
-    route.fulfill({ path: CLIENT_JS, contentType: "text/javascript; charset=utf-8" }));
-  await p.route(`${w.base}/refusals.html`, (route) =>
-    route.fulfill({ contentType: "text/html; charset=utf-8", body: "<!doctype html><title>refusals</title>" }));
   await p.addInitScript(() => {
     const Native = window.WebSocket;
     window.__sockets = [];
@@ -129,7 +259,7 @@ async function refusalPage(w) {
   p.on("request", (r) => {
     if (r.resourceType() === "fetch" && new URL(r.url()).pathname.endsWith("/subscribe")) probes.push(new URL(r.url()).pathname);
   });
-  await p.goto(`${w.base}/refusals.html`);
+  await p.goto(`${base}/refusals.html`);
   return { p, errors, probes };
 }
 

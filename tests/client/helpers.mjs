@@ -114,3 +114,48 @@ export function countingWebSocket() {
     live: (room) => live.get(room) ?? 0,
   };
 }
+
+/**
+ * A `ws` WebSocket class the test can interfere with, standing in for a network that loses
+ * frames or connections: `drop(frame)` (parsed JSON, or the raw text) decides which incoming
+ * frames never reach the client (recorded in `dropped`); `kill(room)` ends a room's open sockets
+ * without a close frame (as a lost connection would).
+ */
+export function controlledWebSocket() {
+  const dropped = [];
+  const open = new Set();
+  /** `urls`: every socket's URL, oldest first. */
+  const ctl = { drop: () => false, dropped, urls: [], WebSocket: null, kill: null };
+  class ControlledWebSocket extends WebSocket {
+    constructor(url, ...rest) {
+      super(url, ...rest);
+      this.room = decodeURIComponent(new URL(url).pathname.split("/")[2]);
+      ctl.urls.push(url);
+      open.add(this);
+      this.addEventListener("close", () => open.delete(this));
+    }
+
+    set onmessage(fn) {
+      super.onmessage = fn && ((ev) => {
+        let frame = ev.data;
+        try { frame = JSON.parse(String(ev.data)); } catch { /* text frame */ }
+        if (ctl.drop(frame, this.room)) {
+          dropped.push(frame);
+          return;
+        }
+        fn(ev);
+      });
+    }
+
+    get onmessage() {
+      return super.onmessage;
+    }
+  }
+  ctl.WebSocket = ControlledWebSocket;
+  ctl.kill = (room) => {
+    let n = 0;
+    for (const ws of open) if (ws.room === room) { ws.terminate(); n++; }
+    return n;
+  };
+  return ctl;
+}

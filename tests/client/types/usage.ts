@@ -1,9 +1,12 @@
 // Compiled by types.test.mjs with `tsc --noEmit`: how an app uses the client's types. The lines
 // marked to expect an error must be errors, so the types also refuse what they should.
 import {
-  RealtimeClient, RealtimeError, backoffDelay, CloseCode, type Notification, type ConnectionState, type RoomStatus,
+  RealtimeClient, RealtimeError, backoffDelay, CloseCode, matchesType, isClientEvent, type Notification, type ConnectionState,
+  type RoomStatus, type ClientEvent, type PresenceUser, type SyncResult,
 } from "../../../client/roomcast.js";
-import { useRealtime, RealtimeProvider, useRealtimeClient, type ConnectionInfo } from "../../../client/react.js";
+import {
+  useRealtime, RealtimeProvider, useRealtimeClient, usePresence, useEvent, type ConnectionInfo,
+} from "../../../client/react.js";
 import { createBroadcaster, BroadcastError, ENV } from "../../../client/broadcaster.js";
 
 interface NoteData { entityId: string; title: string }
@@ -18,10 +21,47 @@ const client = new RealtimeClient({
 });
 const off: () => void = client.on("notification", async (n, { roomId }) => {
   const data = n.data as unknown as NoteData;
+  // An ephemeral notification (a progress update) has no seq: narrow first.
+  if (n.ephemeral) {
+    const none: undefined = n.seq;
+    void none;
+    return;
+  }
   const seq: number = n.seq;
   void [data.title, seq, roomId, n.requiresAck, n.attempt];
 });
 off();
+// By notification type or event name, exact or a pattern.
+client.on("memory.created", (m, { kind, roomId }) => {
+  if (isClientEvent(m)) {
+    const from: string = m.userId;
+    void from;
+  } else {
+    const id: string = m.id;
+    void id;
+  }
+  void [kind === "notification", roomId];
+});
+client.on("typing.*", (m) => void m);
+client.once("*", async () => {});
+client.on("event", (e: ClientEvent, { roomId }) => void [e.event, e.userId, e.data, roomId]);
+// Presence.
+const watching = new RealtimeClient({ rooms: ["team_1"], token: "t", presence: ["team_1"], clientEventRate: 10, syncOnVisible: false });
+watching.on("presence", ({ users, count, change }) => {
+  const online: PresenceUser[] = [...users.values()];
+  void [online, count, change === "snapshot"];
+});
+watching.on("joined", ({ userId, state }) => void [userId, state]);
+watching.on("left", ({ userId, timestamp }) => void [userId, timestamp]);
+const users: ReadonlyMap<string, PresenceUser> | undefined = watching.presence("team_1");
+const since: string | null | undefined = users?.get("42")?.since;
+const online: number | null = watching.presenceCount("team_1");
+watching.setPresence("team_1", { status: "away" });
+const sent: boolean = watching.emit("team_1", "typing.start", { field: "title" });
+void [since, online, sent, matchesType("note.*", "note.created")];
+void watching.sync().then((results: SyncResult[]) => results.map((r) => r.recovered));
+watching.join("team_2", { presence: true });
+watching.on("synced", ({ lastSeq }) => void lastSeq);
 client.on("state", (state: ConnectionState, previous) => void [state, previous]);
 client.on("recovery", ({ recovered, since }) => { if (!recovered) void since; });
 client.on("error", (e) => {
@@ -54,8 +94,14 @@ const last: number | null = client.lastSeq("user_42");
 void [n, last, backoffDelay(3), CloseCode.RATE_LIMITED];
 void client.close().then(() => undefined);
 
-// @ts-expect-error: not an event
+// @ts-expect-error: not an event, and not a type name with a dot
 client.on("message", () => {});
+// @ts-expect-error: a presence state is an object
+watching.setPresence("team_1", "away");
+// @ts-expect-error: event data is an object
+watching.emit("team_1", "typing.start", 42);
+// @ts-expect-error: a map of who is online is read-only
+users?.set("x", { userId: "x", connections: 1, state: {}, since: null });
 // @ts-expect-error: rooms is required
 new RealtimeClient({ token: "t" });
 // @ts-expect-error: not a state
@@ -87,6 +133,23 @@ function Component() {
 }
 void Component;
 
+function Online({ room }: { room: string }) {
+  const { users, count, setPresence } = usePresence(room);
+  const names: string[] = users.map((u) => u.userId);
+  setPresence({ status: "here" });
+  const { last, emit } = useEvent(room, "typing.*", (e) => void e.userId);
+  const who: string | undefined = last?.userId;
+  const sent: boolean = emit("typing.start", { field: "title" });
+  // Without a provider: the client's settings.
+  const own = usePresence(room, { url: "https://rt.example.com", getToken: async () => "jwt", types: ["note.*", "typing.*"] });
+  void [names, count, who, sent, own.users, useEvent(null, "cursor.move").last];
+  // @ts-expect-error: the list is read-only
+  users.push(users[0]);
+  // @ts-expect-error: a state is an object
+  setPresence("away");
+}
+void Online;
+
 function App() {
   const shared: RealtimeClient | null = useRealtimeClient();
   void shared;
@@ -109,7 +172,25 @@ async function handler() {
   } catch (e) {
     if (e instanceof BroadcastError) void [e.status, e.code, e.retryable, dup];
   }
+  const many = await rc.broadcastMany(["1", "2"], "team.invite", { teamId: 7 }, { idempotencyKey: "run:invite", requiresAck: true });
+  void many.rooms["user_1"].seq;
+  await rc.broadcastNotification({ userIds: ["1", "2"], message: { type: "x" } });
+  const p = await rc.progress("42", "upload.progress", { pct: 40 }, { requestId: "abc" });
+  if (p !== null) {
+    const eph: true = p.rooms["user_42"].ephemeral;
+    void eph;
+  }
+  await rc.progress(["1", "2"], "upload.progress", { pct: 50 });
+  try {
+    await rc.broadcastMany(["1"], "x.y");
+  } catch (e) {
+    if (e instanceof BroadcastError && e.status === 207) void e.failedRooms;
+  }
   // @ts-expect-error: status is a fixed set
   await rc.publish("team_1", { type: "x", status: "ok" });
+  // @ts-expect-error: userId or userIds, not both
+  await rc.broadcastNotification({ userId: "1", userIds: ["2"], message: { type: "x" } });
+  // @ts-expect-error: progress is never acked
+  await rc.progress("42", "upload.progress", {}, { requiresAck: true });
 }
 void handler;
