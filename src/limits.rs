@@ -181,7 +181,7 @@ impl ConnectionGuard {
         if !allowed.iter().any(|p| p.matches(event)) {
             Err((
                 FrameError::EventNotAllowed,
-                "this event name is not in CLIENT_EVENT_TYPES",
+                "this event name is not allowed by CLIENT_EVENT_TYPES",
             ))
         } else if data_len > max_bytes {
             Err((

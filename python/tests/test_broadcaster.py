@@ -114,3 +114,45 @@ async def test_broadcast_error_broadcast_room_and_settings_from_the_environment(
     monkeypatch.delenv("ROOMCAST_API_KEY")
     with pytest.raises(ValueError, match="ROOMCAST_API_KEY"):
         Broadcaster()
+
+
+async def test_broadcast_many_reaches_every_user_once_with_one_id(worker: ServedWorker, make_client: Any) -> None:
+    users = [uid() for _ in range(3)]
+    seen: dict[str, list[Notification]] = {u: [] for u in users}
+    for u in users:
+        client, _ = make_client(worker.url, [f"user_{u}"], token=token_for(u))
+        client.on("notification", seen[u].append)
+        await client.connect()
+        await client.wait_connected(10)
+
+    async with TcpProxy(worker.port) as proxy, fresh_connections() as http:
+        proxy.plan = ["lose"]  # published everywhere, but the answer is lost: retried with its key
+        rc = Broadcaster(proxy.url, API_KEY, retry_delay=0.01, http_client=http)
+        result = await rc.broadcast_many(users, "report.ready", {"week": 48})
+        assert proxy.connections == 2
+        assert set(result.rooms) == {f"user_{u}" for u in users}
+        assert {r.id for r in result.rooms.values()} == {result.id}, "one id in every room"
+        assert all(r.duplicate for r in result.rooms.values()), "the retry found every room done"
+
+    for u in users:
+        got = seen[u]
+        await eventually(lambda: len(got) == 1, what=f"{u} got it")
+        assert (got[0].id, got[0].type) == (result.id, "report.ready")
+        assert len(await worker.history(f"user_{u}")) == 1
+
+
+async def test_broadcast_many_reports_the_rooms_that_still_fail(worker: ServedWorker) -> None:
+    users = [uid() for _ in range(3)]
+    taken = f"user_{users[1]}"
+    # That room already holds the id under another key: it answers 409 for this publish.
+    await worker.publish(taken, {"type": "x.first", "id": "shared-id"}, **{"idempotency-key": "other"})
+    async with fresh_connections() as http:
+        rc = Broadcaster(worker.url, API_KEY, retry_delay=0.01, http_client=http)
+        with pytest.raises(BroadcastError) as info:
+            await rc.broadcast_many(users, "x.second", idempotency_key="shared-id")
+        err = info.value
+        assert (err.code, err.failed_rooms) == ("partial_failure", [taken])
+    for u in users:
+        history = await worker.history(f"user_{u}")
+        types = [n["type"] for n in history]
+        assert types == (["x.first"] if f"user_{u}" == taken else ["x.second"]), u

@@ -883,7 +883,9 @@ impl NotificationRoom {
                 .map(|g| g.emit(event, data.len(), allowed, max, now))
         };
         if let Some(Err((error, msg))) = check {
-            return self.refuse(room, ws, conn_id, error, msg, now);
+            // Named, so a client can stop sending just that event.
+            let msg = format!("{msg}: {event:?}");
+            return self.refuse(room, ws, conn_id, error, &msg, now);
         }
         let Some(sub) = room.conns.get(conn_id).map(|c| c.sub.clone()) else {
             return;
