@@ -102,6 +102,8 @@ pub struct Connections<S> {
     per_user: HashMap<String, usize>,
     /// (closes_at, id), ordered: the earliest token expiry is the first.
     closing: BTreeSet<(i64, String)>,
+    /// How many connections asked for presence frames: a room without watchers skips looking.
+    watching: usize,
 }
 
 impl<S> Default for Connections<S> {
@@ -111,6 +113,7 @@ impl<S> Default for Connections<S> {
             index: HashMap::new(),
             per_user: HashMap::new(),
             closing: BTreeSet::new(),
+            watching: 0,
         }
     }
 }
@@ -161,7 +164,13 @@ impl<S> Connections<S> {
 
     /// Connections that asked for presence frames.
     pub fn watchers(&self) -> impl Iterator<Item = &Connection<S>> {
-        self.list.iter().filter(|c| c.presence)
+        let any = self.watching > 0;
+        self.list.iter().filter(move |c| any && c.presence)
+    }
+
+    /// How many connections asked for presence frames.
+    pub fn watching(&self) -> usize {
+        self.watching
     }
 
     /// How many connections this `sub` holds.
@@ -174,6 +183,7 @@ impl<S> Connections<S> {
         self.remove(&c.id);
         *self.per_user.entry(c.sub.clone()).or_insert(0) += 1;
         self.closing.insert((c.closes_at, c.id.clone()));
+        self.watching += usize::from(c.presence);
         self.index.insert(c.id.clone(), self.list.len());
         self.list.push(c);
     }
@@ -192,6 +202,7 @@ impl<S> Connections<S> {
             }
         }
         self.closing.remove(&(c.closes_at, c.id.clone()));
+        self.watching -= usize::from(c.presence);
         Some(c)
     }
 
@@ -338,6 +349,24 @@ mod tests {
             (now.state.as_str(), now.since, now.presence),
             (r#"{"x":1}"#, 7, true)
         );
+    }
+
+    #[test]
+    fn watchers_are_counted() {
+        let mut cs = Connections::default();
+        cs.add(conn("a", "u", 0, ""));
+        assert_eq!((cs.watching(), cs.watchers().count()), (0, 0));
+        cs.add(Connection {
+            presence: true,
+            ..conn("b", "v", 0, "")
+        });
+        assert_eq!(
+            cs.watchers().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        cs.remove("b");
+        cs.remove("b");
+        assert_eq!(cs.watching(), 0);
     }
 
     #[test]

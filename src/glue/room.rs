@@ -8,7 +8,7 @@
 
 use super::env::{describe, log, now_ms, random_id, settings};
 use super::http;
-use super::socket::Socket;
+use super::socket::{Frame, Socket};
 use super::storage::{NewEntry, RoomLog};
 use crate::answer::{self, Answer, Health, Published};
 use crate::auth::LEEWAY_SECS;
@@ -409,6 +409,9 @@ impl NotificationRoom {
 
     /// Tells every presence watcher (but `except`) about a change.
     fn announce(&self, room: &mut Room, change: &Change, except: Option<&str>) {
+        if room.conns.watching() == 0 {
+            return;
+        }
         let frame = change.frame(now_ms());
         let fan = {
             let targets: Vec<&Socket> = room
@@ -422,7 +425,7 @@ impl NotificationRoom {
             }
             self.outbox
                 .borrow_mut()
-                .fan_out(targets, frame, Pace::Paced)
+                .fan_out(targets, Frame::from(frame), Pace::Paced)
         };
         self.after_fan_out(room, fan);
     }
@@ -459,7 +462,9 @@ impl NotificationRoom {
             let count = targets.len() as u32;
             (
                 count,
-                self.outbox.borrow_mut().fan_out(targets, frame, pace),
+                self.outbox
+                    .borrow_mut()
+                    .fan_out(targets, Frame::from(frame), pace),
             )
         };
         let (count, fan) = fan;
@@ -729,7 +734,7 @@ impl NotificationRoom {
                 count,
                 self.outbox
                     .borrow_mut()
-                    .fan_out(targets, frame, Pace::Paced),
+                    .fan_out(targets, Frame::from(frame), Pace::Paced),
             )
         };
         let (count, fan) = fan;
@@ -900,7 +905,7 @@ impl NotificationRoom {
                 .collect();
             self.outbox
                 .borrow_mut()
-                .fan_out(targets, frame, Pace::Paced)
+                .fan_out(targets, Frame::from(frame), Pace::Paced)
         };
         self.after_fan_out(room, fan);
     }

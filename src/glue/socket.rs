@@ -5,7 +5,9 @@
 use crate::codes::Close;
 use crate::connections::Attachment;
 use crate::outbox::Sink;
-use wasm_bindgen::JsValue;
+use js_sys::{Function, JsString, Reflect};
+use std::cell::OnceCell;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::ext::WebSocketExt;
 use worker::WebSocket;
 
@@ -41,10 +43,37 @@ impl Socket {
     }
 }
 
-impl Sink for Socket {
-    type Frame = String;
+/// A frame for many sockets: made into one JavaScript string once, and handed to each socket's
+/// `send` as that string. `WebSocket::send_with_str` copies the text out of wasm memory again
+/// for every socket, which a large room pays per socket (docs/architecture.md).
+pub struct Frame {
+    text: JsString,
+    /// `WebSocket.prototype.send`, taken from the first socket sent to.
+    send: OnceCell<Option<Function>>,
+}
 
-    fn send(&self, frame: &String) -> bool {
-        self.send_text(frame)
+impl From<String> for Frame {
+    fn from(text: String) -> Frame {
+        Frame {
+            text: JsString::from(text),
+            send: OnceCell::new(),
+        }
+    }
+}
+
+impl Sink for Socket {
+    type Frame = Frame;
+
+    fn send(&self, frame: &Frame) -> bool {
+        let ws: &JsValue = self.raw().as_ref();
+        let send = frame.send.get_or_init(|| {
+            Reflect::get(ws, &JsValue::from_str("send"))
+                .ok()
+                .and_then(|f| f.dyn_into::<Function>().ok())
+        });
+        match send {
+            Some(send) => send.call1(ws, &frame.text).is_ok(),
+            None => false,
+        }
     }
 }
