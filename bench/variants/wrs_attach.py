@@ -12,9 +12,4 @@ s = s.replace(old_set, '''        self.0
             .serialize_attachment(a)
             .map_err(|e| JsValue::from_str(&e.to_string()))''')
 s = s.replace('use worker::worker_sys::ext::WebSocketExt;\n', '')
-s = s.replace('''    fn raw(&self) -> &web_sys::WebSocket {
-        self.0.as_ref()
-    }
-
-''', '')
 open(p, 'w').write(s)
