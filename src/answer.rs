@@ -1,5 +1,5 @@
 //! Answers: every outcome of the Worker and the rooms as the HTTP status and JSON body a caller
-//! gets (SPEC's response shapes), in one place. Domain code returns outcomes; only this module
+//! gets (the shapes docs/protocol.md gives), in one place. Domain code returns outcomes; only this module
 //! knows how they look on the wire.
 
 use crate::delivery::Entry;

@@ -1,9 +1,9 @@
-//! Settings: the Worker's vars and secrets (SPEC, "Settings"), parsed once into types.
+//! Settings: the Worker's vars and secrets (docs/operations.md, "Settings"), parsed once into types.
 
 use crate::error::ApiError;
 use crate::protocol::TypePattern;
 
-/// Every setting of SPEC.md with its default applied.
+/// Every setting (docs/operations.md) with its default applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// HS256 key for client tokens.

@@ -65,7 +65,7 @@ impl Attachment {
     }
 }
 
-/// The connection limits a new socket must fit (SPEC: `MAX_CONNECTIONS_PER_ROOM`,
+/// The connection limits a new socket must fit (docs/operations.md: `MAX_CONNECTIONS_PER_ROOM`,
 /// `MAX_CONNECTIONS_PER_USER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

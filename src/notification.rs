@@ -1,4 +1,4 @@
-//! Notifications: validating a publish (SPEC, "Publishing") and rendering its frame.
+//! Notifications: validating a publish (docs/protocol.md, "Publishing") and rendering its frame.
 //!
 //! The Worker validates and renders everything that does not depend on the room, so the room's
 //! Durable Object (the one serial point of a room) only prefixes `id` and `seq` and appends

@@ -1,4 +1,4 @@
-//! Presence (SPEC, "Presence"): who is connected to a room, by token `sub`, aggregated over each
+//! Presence (docs/protocol.md, "Presence"): who is connected to a room, by token `sub`, aggregated over each
 //! user's open connections, with the state a user last set.
 //!
 //! The room keeps this as a cache of what its sockets say: every connection's attachment

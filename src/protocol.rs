@@ -1,5 +1,5 @@
 //! The WebSocket wire protocol: frames a client may send, frames the server sends, and the
-//! type filters that decide which notifications a connection receives (SPEC, "WebSocket protocol").
+//! type filters that decide which notifications a connection receives (docs/protocol.md, "Frames").
 
 use serde_json::{Map, Value};
 
@@ -270,7 +270,7 @@ impl TypeFilter {
     }
 
     /// Removes the given patterns (`unsubscribe`). Removing the last one widens the filter back
-    /// to every type, as SPEC's "an empty filter means all types" implies.
+    /// to every type, as "an empty filter means all types" implies (docs/protocol.md).
     pub fn remove(&mut self, patterns: &[TypePattern]) {
         self.0.retain(|p| !patterns.contains(p));
     }

@@ -1,11 +1,11 @@
-//! Routing: which SPEC route a request names, checked in SPEC's order (unknown route 404, wrong
+//! Routing: which route a request names, checked in the protocol's order (unknown route 404, wrong
 //! method 405, invalid room id 400), and the query parameters of each route.
 
 use crate::error::ApiError;
 use crate::protocol::TypeFilter;
 use crate::room_id::RoomId;
 
-/// A route of SPEC.md's table (plus the demo page's helpers).
+/// A route of the table in docs/protocol.md (plus the demo page's helpers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `GET /rooms/{roomId}/subscribe`

@@ -1,4 +1,4 @@
-//! Times on the wire: ISO-8601 UTC with milliseconds and a `Z` (SPEC, "Routes").
+//! Times on the wire: ISO-8601 UTC with milliseconds and a `Z` (docs/protocol.md, "Routes").
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 

@@ -1,4 +1,4 @@
-// Many-user publish (SPEC "Publishing", POST /broadcast with userIds), end to end against
+// Many-user publish (docs/protocol.md "Publishing", POST /broadcast with userIds), end to end against
 // workerd: every user's room gets the same id, bad lists are refused whole, a room that fails
 // makes the answer 207 naming it, and a retry after a lost answer delivers once per user.
 import { test, before, after } from "node:test";

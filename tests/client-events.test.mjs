@@ -1,4 +1,4 @@
-// Client events (SPEC "Client events"), end to end against workerd: refused when
+// Client events (docs/protocol.md "Client events"), end to end against workerd: refused when
 // CLIENT_EVENT_TYPES does not allow them; when allowed, sent to the room's other connections
 // whose filter matches, stamped with the sender's token `sub`; size and rate limits, each refusal
 // answered and the connection kept working until the 10th.

@@ -1,4 +1,4 @@
-// Crash consistency (SPEC "Delivery"): the runtime is killed with SIGKILL at random points while
+// Crash consistency (docs/protocol.md "Delivery"): the runtime is killed with SIGKILL at random points while
 // publishers, acking clients and the retry alarm are busy, then restarted on the same storage
 // and port. From the publishers' answers, the clients' screens and the history, nothing
 // answered is lost, no seq is skipped or reused, idempotency keys hold across the crash,

@@ -1,4 +1,4 @@
-// Delivery guarantees, part 1 (SPEC "Delivery"): requiresAck redelivery rounds, acks, the
+// Delivery guarantees, part 1 (docs/protocol.md "Delivery"): requiresAck redelivery rounds, acks, the
 // offline queue, and type filters on live, replayed and redelivered notifications.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";

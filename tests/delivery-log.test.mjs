@@ -1,4 +1,4 @@
-// Delivery guarantees, part 2 (SPEC "Delivery" and "Publishing"): the durable log. Resume with
+// Delivery guarantees, part 2 (docs/protocol.md "Delivery" and "Publishing"): the durable log. Resume with
 // `since`, the replay/live seam under load, idempotent publishing, durability across a
 // restart, and pruning by HISTORY_LIMIT and HISTORY_TTL_SECONDS.
 import { test, before, after } from "node:test";

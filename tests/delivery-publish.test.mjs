@@ -1,4 +1,4 @@
-// Delivery guarantees, part 3 (SPEC "Publishing" and the history route): POST /broadcast to a
+// Delivery guarantees, part 3 (docs/protocol.md "Publishing" and the history route): POST /broadcast to a
 // user's room and a request's room in one call, and reading the log back page by page.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";

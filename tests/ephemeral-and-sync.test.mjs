@@ -1,4 +1,4 @@
-// Ephemeral publishes and in-band sync (SPEC "Publishing" and the `sync`/`synced` frames), end
+// Ephemeral publishes and in-band sync (docs/protocol.md "Publishing" and the `sync`/`synced` frames), end
 // to end against workerd. An ephemeral publish reaches the sockets connected now and nothing else:
 // no seq, no history, no replay, no redelivery, no counter. `sync` replays what a reconnect with
 // `since` (and the same filter) would, then says `synced`.

@@ -1,4 +1,4 @@
-// Client tokens verified against a JSON Web Key Set (SPEC "Settings": JWT_JWKS; "Client tokens":
+// Client tokens verified against a JSON Web Key Set (docs/operations.md "Settings": JWT_JWKS; docs/protocol.md "Connecting":
 // `alg` must be one the configured keys allow). Real keys generated here with node:crypto, their
 // public JWKs in JWT_JWKS, tokens signed here.
 import { test, describe, before, after } from "node:test";

@@ -1,4 +1,4 @@
-// Presence follows the sockets the runtime holds (SPEC "Presence"), end to end against workerd:
+// Presence follows the sockets the runtime holds (docs/protocol.md "Presence"), end to end against workerd:
 // after the room hibernates it shows the same users, states and connection counts, and joins,
 // leaves and state changes are still right; after a restart on persisted storage nobody shows
 // as present until they reconnect.

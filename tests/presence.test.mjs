@@ -1,4 +1,4 @@
-// Presence (SPEC "Presence" and the presence route), end to end against workerd: the `presence`
+// Presence (docs/protocol.md "Presence" and the presence route), end to end against workerd: the `presence`
 // member of `connected`, presence.joined / left / updated to watchers only, a user with several
 // tabs shown once, presence.set with its size and rate limits, the route's credentials and
 // limits, and sockets dropped without a close frame.

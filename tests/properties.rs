@@ -247,7 +247,7 @@ fn route_resolve_never_yields_an_invalid_room_and_follows_spec_order() {
             }
         };
         let result = Route::resolve(method, &path);
-        // The shape `/rooms/{room}/{action}` with a known action: the SPEC order applies.
+        // The shape `/rooms/{room}/{action}` with a known action: the protocol's order applies.
         let shape = path
             .strip_prefix("/rooms/")
             .and_then(|rest| rest.rsplit_once('/'))

@@ -1,5 +1,5 @@
 // Publishing, end to end against workerd: refused bodies (415, 400, 413) take no seq, and the
-// publish answer and the notification frame have SPEC's exact shape.
+// publish answer and the notification frame have the protocol's exact shape.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startWorker, tokenFor, roomName } from "./support/harness.mjs";
@@ -27,7 +27,7 @@ test("publish bodies: 415, 400 and 413 errors, and refused publishes take no seq
   assert.equal(ok.body.seq, 1);
 });
 
-test("publish response and the notification frame have SPEC's exact shape", async () => {
+test("publish response and the notification frame have the protocol's exact shape", async () => {
   const room = roomName("shape");
   const c = await w.connect(room, { token: tokenFor("u1", { rooms: [room] }) });
   assert.equal(c.hello.type, "connected");

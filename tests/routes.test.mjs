@@ -1,5 +1,5 @@
 // The Worker's routes, end to end against workerd: unknown routes, wrong methods and invalid room
-// ids in SPEC's check order, liveness and room health, the demo page, and failing closed when a
+// ids in the protocol's check order, liveness and room health, the demo page, and failing closed when a
 // setting is missing.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";

@@ -1,4 +1,4 @@
-// Security and abuse resistance (SPEC "Connecting", "Client tokens", "Close codes", "Publishing",
+// Security and abuse resistance (docs/protocol.md "Connecting", "Close codes", "Publishing",
 // "Settings"): every bad input gets its exact status or close code, and then the room is shown
 // to be unharmed: a good client in the same room still receives a publish, and the room's
 // durable log is exactly what it was before the bad input (same lastSeq, same entries).
@@ -27,7 +27,7 @@ function closeFrame(c) {
   });
 }
 
-/** Every error body must have SPEC's shape and the expected code. */
+/** Every error body must have the protocol's shape and the expected code. */
 function assertError(res, status, code) {
   assert.equal(res.status, status, JSON.stringify(res.body));
   assert.equal(res.body?.success, false, JSON.stringify(res.body));

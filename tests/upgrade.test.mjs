@@ -1,4 +1,4 @@
-// Upgrades (SPEC "Delivery": nothing that matters lives only in memory, seq is never reused
+// Upgrades (docs/protocol.md "Delivery": nothing that matters lives only in memory, seq is never reused
 // across restarts): storage written by an earlier release, opened by this build. Each fixture in
 // tests/fixtures/upgrade/<release>/ is that release's persisted Durable Object storage plus a
 // manifest of what it holds (made by scripts/make-upgrade-fixture.mjs). The test copies it, so

@@ -10,7 +10,7 @@ import pytest
 from helpers import ServedWorker, Recorder
 from roomcast import RealtimeClient
 
-# Every shared-worker test may rely on quick ack rounds (SPEC default: 5 s).
+# Every shared-worker test may rely on quick ack rounds (default: 5 s).
 SHARED_BINDINGS = {"ACK_RETRY_INTERVAL_MS": "300"}
 
 

@@ -1,4 +1,4 @@
-//! Authentication: client JWTs (SPEC, "Connecting" and "Client tokens") and publish API keys.
+//! Authentication: client JWTs (docs/protocol.md, "Connecting") and publish API keys.
 //!
 //! Pure Rust, no runtime types: the Worker passes in the settings, the header value and the time.
 //!

@@ -1,4 +1,4 @@
-//! Delivery rules (SPEC, "Delivery"), as plain types the room executes: when a `requiresAck`
+//! Delivery rules (docs/protocol.md, "Delivery"), as plain types the room executes: when a `requiresAck`
 //! notification is sent again and when it fails ([`retry`]), what a (re)connecting client is
 //! replayed ([`replay`]), and what the log keeps ([`retention`]).
 //!

@@ -1,4 +1,4 @@
-//! What the log keeps (SPEC, "Delivery"): the newest `HISTORY_LIMIT` notifications, nothing
+//! What the log keeps (docs/protocol.md, "Delivery"): the newest `HISTORY_LIMIT` notifications, nothing
 //! older than `HISTORY_TTL_SECONDS`, and pending ones until their own end.
 //!
 //! Pruning is logical first and physical in batches: a notification that falls out of the

@@ -1,5 +1,5 @@
 //! The room's durable log: every publish, with its delivery state, in the Durable Object's
-//! SQLite storage (SPEC, "Delivery").
+//! SQLite storage (docs/protocol.md, "Delivery").
 //!
 //! SQLite calls in a Durable Object are synchronous, so a sequence of them with no `await` in
 //! between is atomic with respect to every other event of the room: that is what makes `seq`
@@ -291,7 +291,7 @@ impl RoomLog {
         }))
     }
 
-    /// Appends a publish (before it is sent: SPEC, "Delivery"). `Ok(false)` when its id is
+    /// Appends a publish (before it is sent: docs/protocol.md, "Delivery"). `Ok(false)` when its id is
     /// held by another retained publish; a row that holds it but is past the retention is
     /// deleted first, as a prune would have.
     pub fn append(&self, e: &NewEntry<'_>, cutoff: u64) -> Result<bool> {

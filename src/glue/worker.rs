@@ -42,7 +42,7 @@ fn start() {
     }));
 }
 
-/// Every request; every failure is answered in SPEC's error shape, never as an exception.
+/// Every request; every failure is answered in the protocol's error shape, never as an exception.
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     Ok(handle(req, env).await)
@@ -111,7 +111,7 @@ async fn handle(req: Request, env: Env) -> Response {
     }
 }
 
-/// Answers an error in SPEC's shape, logging refusals (never the query string: it may hold a
+/// Answers an error in the protocol's shape, logging refusals (never the query string: it may hold a
 /// token).
 fn refuse(inc: &Incoming, e: &ApiError) -> Response {
     if matches!(e.status(), 401 | 403 | 429 | 503) {
@@ -145,7 +145,7 @@ async fn dispatch(route: &Route, inc: &Incoming) -> Handled {
         Route::RoomBroadcast(room) => {
             let (body, key) = publish_body(inc).await?;
             let draft = Draft::from_json(body, key.as_deref(), None, now_ms(), random_id)?;
-            // The room's answer is already SPEC's response: passed on unread.
+            // The room's answer is already the protocol's response: passed on unread.
             publish(&inc.env, room, &draft, inc.received_at)?.await
         }
         Route::Broadcast => {

@@ -1,14 +1,14 @@
-// Assertions and waits shared by the end-to-end tests: SPEC's error shape, refused upgrades,
+// Assertions and waits shared by the end-to-end tests: the protocol's error shape, refused upgrades,
 // round trips that prove earlier frames were handled, and polling for a condition with a deadline.
 import assert from "node:assert/strict";
 import { API_KEY } from "./harness.mjs";
 
-/** SPEC's time format: ISO-8601 UTC ending in Z. */
+/** The protocol's time format: ISO-8601 UTC ending in Z. */
 export const ISO_Z = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 /** The Authorization header of the test API key. */
 export const KEY = { authorization: `Bearer ${API_KEY}` };
 
-/** Asserts SPEC's error response: exact status, and exactly {success:false,error:{code,message}}. */
+/** Asserts the protocol's error response: exact status, and exactly {success:false,error:{code,message}}. */
 export function assertError(res, status, code, what = "") {
   const ctx = `${what} → ${res.status} ${JSON.stringify(res.body)}`;
   assert.equal(res.status, status, ctx);
