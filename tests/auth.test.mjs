@@ -21,6 +21,44 @@ test("subscribe without Upgrade: 401 without a token, 426 with a valid one", asy
   assertError(await w.request("GET", "/rooms/user_u2/subscribe", { headers }), 403, "forbidden", "other room, no upgrade");
 });
 
+test("the probe (subscribe without Upgrade) answers with CORS for a browser, ?token= included", async () => {
+  // ALLOWED_ORIGINS is empty here: every origin may connect, so every origin may read the probe.
+  const token = tokenFor("u1");
+  const origin = "https://app.example";
+  const ok = await w.request("GET", `/rooms/user_u1/subscribe?token=${token}`, { headers: { origin } });
+  assertError(ok, 426, "upgrade_required", "would be accepted");
+  assert.equal(ok.headers.get("access-control-allow-origin"), origin, "echoed, never *");
+  assert.match(ok.headers.get("vary") ?? "", /Origin/);
+  const bad = await w.request("GET", `/rooms/user_u1/subscribe?token=x.y.z`, { headers: { origin } });
+  assertError(bad, 401, "unauthorized", "a refusal is readable too");
+  assert.equal(bad.headers.get("access-control-allow-origin"), origin);
+  const noOrigin = await w.request("GET", `/rooms/user_u1/subscribe?token=${token}`);
+  assert.equal(noOrigin.headers.get("access-control-allow-origin"), null, "not a browser: no CORS");
+});
+
+test("the probe answers 429 with Retry-After where the upgrade would hit a connection limit", async () => {
+  const limited = await startWorker({ bindings: { MAX_CONNECTIONS_PER_USER: "1" } });
+  try {
+    const room = roomName("probe");
+    const token = tokenFor("solo", { rooms: [room] });
+    assertError(await limited.request("GET", `/rooms/${room}/subscribe?token=${token}`), 426, "upgrade_required");
+    const held = await limited.connect(room, { token });
+    const full = await limited.request("GET", `/rooms/${room}/subscribe?token=${token}`);
+    assertError(full, 429, "too_many_connections", "the room holds this user's one socket");
+    assert.equal(full.headers.get("retry-after"), "30");
+    await held.close();
+    // The close reaches the room asynchronously: poll the probe until the slot is free.
+    const deadline = Date.now() + 5000;
+    let again;
+    do {
+      again = await limited.request("GET", `/rooms/${room}/subscribe?token=${token}`);
+    } while (again.status === 429 && Date.now() < deadline && (await new Promise((r) => setTimeout(r, 50)), true));
+    assertError(again, 426, "upgrade_required", "free again");
+  } finally {
+    await limited.stop();
+  }
+});
+
 test("subscribe tokens: missing, expired, forged, wrong room are refused; rooms claim admits", async () => {
   assertError(await refused("user_u1", { token: null }), 401, "unauthorized", "missing");
   assertError(await refused("user_u1", { token: tokenFor("u1", { ttl: -60 }) }), 401, "unauthorized", "expired");
