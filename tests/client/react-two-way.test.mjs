@@ -3,46 +3,24 @@
 // them, with the provider's one client and without a provider.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Window } from "happy-dom";
 import WebSocket from "ws";
+import { React, h, mount, closeDom } from "./react-dom.mjs";
 import { startWorker, tokenFor } from "../support/harness.mjs";
 import { RealtimeClient } from "../../client/roomcast.js";
 import { pollUntil, countingWebSocket, waitForState } from "./helpers.mjs";
 
-const win = new Window({ url: "http://localhost/" });
-globalThis.window = win;
-globalThis.document = win.document;
-if (!("navigator" in globalThis)) globalThis.navigator = win.navigator; // Node 20 has none
-const React = await import("react");
-const { createRoot } = await import("react-dom/client");
 const { RealtimeProvider, useRealtime, usePresence, useEvent, useRealtimeClient } = await import("../../client/react.js");
-const h = React.createElement;
 
 const sockets = countingWebSocket();
 let w;
 before(async () => { w = await startWorker({ bindings: { CLIENT_EVENT_TYPES: "typing.*" } }); });
 after(async () => {
   await w?.stop();
-  await win.happyDOM.close();
+  await closeDom();
 });
 
 let n = 0;
 const uid = () => `p${process.pid}x${Date.now().toString(36)}x${n++}`;
-
-function mount(t) {
-  const container = document.createElement("div");
-  document.body.appendChild(container);
-  const root = createRoot(container);
-  let mounted = true;
-  const unmount = () => {
-    if (!mounted) return;
-    mounted = false;
-    root.unmount();
-    container.remove();
-  };
-  t.after(unmount);
-  return { container, render: (el) => root.render(el), unmount };
-}
 
 /** Other users, as plain clients, closed after the test. */
 function others(t, room) {

@@ -4,19 +4,11 @@
 // so a failure never leaves clients reconnecting (and the runner waiting) forever.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Window } from "happy-dom";
+import { React, h, mount, closeDom } from "./react-dom.mjs";
 import { startWorker, tokenFor, signHs256, API_KEY } from "../support/harness.mjs";
 import { pollUntil, countingWebSocket } from "./helpers.mjs";
 
-// React DOM needs a document before it is loaded.
-const win = new Window({ url: "http://localhost/" });
-globalThis.window = win;
-globalThis.document = win.document;
-if (!("navigator" in globalThis)) globalThis.navigator = win.navigator; // Node 20 has none
-const React = await import("react");
-const { createRoot } = await import("react-dom/client");
 const { useRealtime, RealtimeProvider, useRealtimeClient } = await import("../../client/react.js");
-const h = React.createElement;
 
 const sockets = countingWebSocket();
 const liveCount = sockets.live;
@@ -26,27 +18,11 @@ let w;
 before(async () => { w = await startWorker({ bindings: { ACK_RETRY_INTERVAL_MS: "300" } }); });
 after(async () => {
   await w?.stop();
-  await win.happyDOM.close();
+  await closeDom();
 });
 
 let n = 0;
 const uid = () => `h${process.pid}x${Date.now().toString(36)}x${n++}`;
-
-/** A container and a React root, unmounted and removed when the test ends (pass or fail). */
-function mount(t) {
-  const container = document.createElement("div");
-  document.body.appendChild(container);
-  const root = createRoot(container);
-  let mounted = true;
-  const unmount = () => {
-    if (!mounted) return;
-    mounted = false;
-    root.unmount();
-    container.remove();
-  };
-  t.after(unmount);
-  return { container, render: (el) => root.render(el), unmount };
-}
 
 /** The component under test shows what the hook returns. */
 function Probe({ id = "", ...props }) {
