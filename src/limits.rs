@@ -47,22 +47,21 @@ impl TokenBucket {
     }
 }
 
-/// Counts events within a sliding window.
-#[derive(Debug, Clone, Default)]
-pub struct Strikes(VecDeque<i64>);
+/// Refused or invalid frames within [`STRIKE_WINDOW_MS`]: a [`Window`] that fills on the
+/// [`STRIKES_TO_CLOSE`]th.
+#[derive(Debug, Clone)]
+pub struct Strikes(Window);
+
+impl Default for Strikes {
+    fn default() -> Self {
+        Strikes(Window::new(STRIKES_TO_CLOSE as u32 - 1, STRIKE_WINDOW_MS))
+    }
+}
 
 impl Strikes {
     /// Records one strike; true when this is the [`STRIKES_TO_CLOSE`]th within the window.
     pub fn strike(&mut self, now_ms: i64) -> bool {
-        while self
-            .0
-            .front()
-            .is_some_and(|&t| now_ms - t >= STRIKE_WINDOW_MS)
-        {
-            self.0.pop_front();
-        }
-        self.0.push_back(now_ms);
-        self.0.len() >= STRIKES_TO_CLOSE
+        !self.0.take(now_ms)
     }
 }
 
