@@ -165,7 +165,15 @@ impl<S> Connections<S> {
     /// Connections that asked for presence frames.
     pub fn watchers(&self) -> impl Iterator<Item = &Connection<S>> {
         let any = self.watching > 0;
-        self.list.iter().filter(move |c| any && c.presence)
+        self.select(move |c| any && c.presence)
+    }
+
+    /// The connections `keep` selects (a fan-out's targets).
+    pub fn select<'a>(
+        &'a self,
+        keep: impl Fn(&Connection<S>) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a Connection<S>> {
+        self.list.iter().filter(move |c| keep(c))
     }
 
     /// How many connections asked for presence frames.
@@ -218,7 +226,7 @@ impl<S> Connections<S> {
 
     /// Connections whose filter lets a notification of type `kind` through.
     pub fn matching<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Connection<S>> {
-        self.list.iter().filter(move |c| c.filter.matches(kind))
+        self.select(move |c| c.filter.matches(kind))
     }
 
     /// The earliest time a connection must close for its token.

@@ -67,6 +67,12 @@ impl<S: Sink> Default for Outbox<S> {
 impl<S: Sink + Clone> Outbox<S> {
     /// Sends `frame` to `targets` (see [`Pace`]). Sockets are copied only when queued.
     pub fn fan_out(&mut self, targets: Vec<&S>, frame: S::Frame, pace: Pace) -> FanOut<S> {
+        if targets.is_empty() {
+            return FanOut {
+                dead: Vec::new(),
+                start_draining: false,
+            };
+        }
         if pace == Pace::Now {
             self.drain(usize::MAX);
         }
@@ -205,6 +211,12 @@ mod tests {
         assert!(!out.drain_chunk(), "the rest fits the second chunk");
         assert_eq!(received(&log, 0), ["1", "2"]);
         assert_eq!(received(&log, socks.len() - 1), ["1"]);
+        // Nobody to send to queues nothing, even behind a queue.
+        out.fan_out(socks.iter().collect(), "4", Pace::Paced);
+        let none = out.fan_out(Vec::new(), "5", Pace::Paced);
+        assert!(!none.start_draining && none.dead.is_empty());
+        assert_eq!(out.queued(), socks.len());
+        while out.drain_chunk() {}
         // Idle again: a new large fan-out starts a new drain task.
         assert!(
             out.fan_out(socks.iter().collect(), "3", Pace::Paced)

@@ -14,13 +14,13 @@ use crate::answer::{self, Answer, Health, Published};
 use crate::auth::LEEWAY_SECS;
 use crate::codes::{Close, FrameError, LogEvent};
 use crate::config::Settings;
-use crate::connections::{Attachment, Connections, Limits};
+use crate::connections::{Attachment, Connection, Connections, Limits};
 use crate::delivery::{replay, Action, Pruner, Retention, RetryPolicy};
 use crate::error::ApiError;
 use crate::internal::Call;
 use crate::limits::{Admission, ConnectionGuard, Rates};
 use crate::notification::{render_ephemeral, render_frame, render_payload, Envelope};
-use crate::outbox::{Outbox, Pace};
+use crate::outbox::{FanOut, Outbox, Pace};
 use crate::presence::{self, Change, Presence};
 use crate::protocol::{server, ClientFrame, InvalidFrame, TypeFilter};
 use crate::time;
@@ -43,6 +43,9 @@ pub struct NotificationRoom {
     /// Shared with the task that drains large fan-outs on later macrotasks.
     outbox: Rc<RefCell<Outbox<Socket>>>,
 }
+
+/// A live connection of the room.
+type Conn = Connection<Socket>;
 
 /// The awake room: settings, the log, and caches rebuilt on wake.
 struct Room {
@@ -413,21 +416,9 @@ impl NotificationRoom {
             return;
         }
         let frame = change.frame(now_ms());
-        let fan = {
-            let targets: Vec<&Socket> = room
-                .conns
-                .watchers()
-                .filter(|c| Some(c.id.as_str()) != except)
-                .map(|c| &c.socket)
-                .collect();
-            if targets.is_empty() {
-                return;
-            }
-            self.outbox
-                .borrow_mut()
-                .fan_out(targets, Frame::from(frame), Pace::Paced)
-        };
-        self.after_fan_out(room, fan);
+        self.deliver(room, frame, Pace::Paced, |c| {
+            c.presence && Some(c.id.as_str()) != except
+        });
     }
 
     /// Answers a refused frame with its error; the refusal counts toward the connection's
@@ -454,25 +445,32 @@ impl NotificationRoom {
         }
     }
 
-    /// Sends a frame to every connection whose filter matches `kind`; returns how many
-    /// (counted as targeted: a socket found closed is dropped, its close event follows).
-    fn broadcast(&self, room: &mut Room, kind: &str, frame: String, pace: Pace) -> u32 {
-        let fan = {
-            let targets: Vec<&Socket> = room.conns.matching(kind).map(|c| &c.socket).collect();
-            let count = targets.len() as u32;
-            (
-                count,
-                self.outbox
-                    .borrow_mut()
-                    .fan_out(targets, Frame::from(frame), pace),
-            )
+    /// Sends a frame to the room's connections that `to` selects; returns how many (counted as
+    /// targeted: a socket found closed is dropped, its close event follows).
+    fn deliver(
+        &self,
+        room: &mut Room,
+        frame: String,
+        pace: Pace,
+        to: impl Fn(&Conn) -> bool,
+    ) -> u32 {
+        let (count, fan) = {
+            let targets: Vec<&Socket> = room.conns.select(to).map(|c| &c.socket).collect();
+            (targets.len() as u32, self.fan_out(targets, frame, pace))
         };
-        let (count, fan) = fan;
         self.after_fan_out(room, fan);
         count
     }
 
-    fn after_fan_out(&self, room: &mut Room, fan: crate::outbox::FanOut<Socket>) {
+    /// Hands a frame, made into one JavaScript string, to the outbox for `targets`.
+    fn fan_out(&self, targets: Vec<&Socket>, frame: String, pace: Pace) -> FanOut<Socket> {
+        self.outbox
+            .borrow_mut()
+            .fan_out(targets, Frame::from(frame), pace)
+    }
+
+    /// Forgets the sockets a fan-out found closed, and starts draining the outbox if it queued.
+    fn after_fan_out(&self, room: &mut Room, fan: FanOut<Socket>) {
         for ws in fan.dead {
             if let Some(id) = self.conn_id(&ws) {
                 self.forget(room, &id);
@@ -505,7 +503,7 @@ impl NotificationRoom {
                 }
                 Action::Round { entry, attempt } => {
                     let frame = render_frame(&entry.payload, attempt);
-                    let n = self.broadcast(room, &entry.kind, frame, pace);
+                    let n = self.deliver(room, frame, pace, |c| c.filter.matches(&entry.kind));
                     if n > 0 {
                         sent += u64::from(n);
                         rounds.push(entry.seq);
@@ -682,12 +680,10 @@ impl NotificationRoom {
         let mut guard = self.room()?;
         let room = &mut *guard;
         if envelope.ephemeral {
-            let count = self.broadcast(
-                room,
-                &envelope.kind,
-                render_ephemeral(&envelope.id, members),
-                Pace::Paced,
-            );
+            let frame = render_ephemeral(&envelope.id, members);
+            let count = self.deliver(room, frame, Pace::Paced, |c| {
+                c.filter.matches(&envelope.kind)
+            });
             log(envelope
                 .log(LogEvent::Publish.line().str("room", &room.id))
                 .num("broadcastCount", count)
@@ -730,12 +726,7 @@ impl NotificationRoom {
                 return Ok((answer::published(taken), None));
             }
             let frame = render_frame(&payload, 1);
-            (
-                count,
-                self.outbox
-                    .borrow_mut()
-                    .fan_out(targets, Frame::from(frame), Pace::Paced),
-            )
+            (count, self.fan_out(targets, frame, Pace::Paced))
         };
         let (count, fan) = fan;
         room.last_seq = seq;
@@ -761,7 +752,10 @@ impl NotificationRoom {
         let now = now_ms();
         let mut guard = self.room()?;
         let room = &mut *guard;
-        let Some(conn_id) = self.conn_id(ws).filter(|id| room.conns.get(id).is_some()) else {
+        let Some((conn_id, sub)) = self
+            .conn_id(ws)
+            .and_then(|id| Some((id.clone(), room.conns.get(&id)?.sub.clone())))
+        else {
             return Ok(None);
         };
         let max = room.settings.max_message_bytes;
@@ -813,11 +807,6 @@ impl NotificationRoom {
                 ws.send_text(&server::pong(&time::iso_from_ms(now)));
             }
             ClientFrame::Ack(ids) => {
-                let sub = room
-                    .conns
-                    .get(&conn_id)
-                    .map(|c| c.sub.clone())
-                    .unwrap_or_default();
                 let acked = room.log.ack(&ids, &sub, now).map_err(js_error)?;
                 if acked > 0 {
                     log(LogEvent::Ack
@@ -830,13 +819,17 @@ impl NotificationRoom {
                 }
             }
             ClientFrame::Subscribe(patterns) => {
-                return self.refilter(room, ws, &conn_id, now, |f| f.add(patterns));
+                return self.refilter(room, ws, (&conn_id, &sub), now, |f| f.add(patterns));
             }
             ClientFrame::Unsubscribe(patterns) => {
-                return self.refilter(room, ws, &conn_id, now, |f| f.remove(&patterns));
+                return self.refilter(room, ws, (&conn_id, &sub), now, |f| f.remove(&patterns));
             }
-            ClientFrame::PresenceSet(state) => self.set_presence(room, ws, &conn_id, &state, now),
-            ClientFrame::Emit { event, data } => self.emit(room, ws, &conn_id, &event, &data, now),
+            ClientFrame::PresenceSet(state) => {
+                self.set_presence(room, ws, (&conn_id, &sub), &state, now)
+            }
+            ClientFrame::Emit { event, data } => {
+                self.emit(room, ws, (&conn_id, &sub), &event, &data, now)
+            }
             ClientFrame::Sync { since } => return self.sync(room, ws, &conn_id, since, now),
         }
         Ok(None)
@@ -844,7 +837,15 @@ impl NotificationRoom {
 
     /// `presence.set`: the user's new state, on every one of its connections' attachments (it
     /// must survive any of them closing, and hibernation), and to every watcher.
-    fn set_presence(&self, room: &mut Room, ws: &Socket, conn_id: &str, state: &str, now: i64) {
+    fn set_presence(
+        &self,
+        room: &mut Room,
+        ws: &Socket,
+        conn: (&str, &str),
+        state: &str,
+        now: i64,
+    ) {
+        let (conn_id, sub) = conn;
         let max = room.settings.presence_state_bytes;
         let check = room
             .guards
@@ -853,14 +854,11 @@ impl NotificationRoom {
         if let Some(Err((error, msg))) = check {
             return self.refuse(room, ws, conn_id, error, msg, now);
         }
-        let Some(sub) = room.conns.get(conn_id).map(|c| c.sub.clone()) else {
+        let Some(updated) = room.presence.set(sub, state, now) else {
             return;
         };
-        let Some(updated) = room.presence.set(&sub, state, now) else {
-            return;
-        };
-        let user = room.presence.get(&sub).cloned();
-        let ids: Vec<String> = room.conns.of_user(&sub).map(|c| c.id.clone()).collect();
+        let user = room.presence.get(sub).cloned();
+        let ids: Vec<String> = room.conns.of_user(sub).map(|c| c.id.clone()).collect();
         for id in ids {
             if let (Some(a), Some(c)) = (
                 room.conns.attachment(&id, user.as_ref()),
@@ -879,7 +877,16 @@ impl NotificationRoom {
 
     /// `emit`: a client event to the room's other connections whose filter matches it,
     /// stamped with the sender's `sub` (a client cannot speak for someone else).
-    fn emit(&self, room: &mut Room, ws: &Socket, conn_id: &str, event: &str, data: &str, now: i64) {
+    fn emit(
+        &self,
+        room: &mut Room,
+        ws: &Socket,
+        conn: (&str, &str),
+        event: &str,
+        data: &str,
+        now: i64,
+    ) {
+        let (conn_id, sub) = conn;
         let check = {
             let s = &room.settings;
             let (allowed, max) = (&s.client_event_types, s.max_client_event_bytes);
@@ -892,22 +899,10 @@ impl NotificationRoom {
             let msg = format!("{msg}: {event:?}");
             return self.refuse(room, ws, conn_id, error, &msg, now);
         }
-        let Some(sub) = room.conns.get(conn_id).map(|c| c.sub.clone()) else {
-            return;
-        };
-        let frame = server::event(event, data, &sub, &time::iso_from_ms(now));
-        let fan = {
-            let targets: Vec<&Socket> = room
-                .conns
-                .matching(event)
-                .filter(|c| c.id != conn_id)
-                .map(|c| &c.socket)
-                .collect();
-            self.outbox
-                .borrow_mut()
-                .fan_out(targets, Frame::from(frame), Pace::Paced)
-        };
-        self.after_fan_out(room, fan);
+        let frame = server::event(event, data, sub, &time::iso_from_ms(now));
+        self.deliver(room, frame, Pace::Paced, |c| {
+            c.id != conn_id && c.filter.matches(event)
+        });
     }
 
     /// `sync`: the replay a reconnect with `since` and the same filter would get, then
@@ -942,22 +937,18 @@ impl NotificationRoom {
         &self,
         room: &mut Room,
         ws: &Socket,
-        conn_id: &str,
+        conn: (&str, &str),
         now: i64,
         change: impl FnOnce(&mut TypeFilter),
     ) -> Result<Option<i64>> {
+        let (conn_id, sub) = conn;
         let Some(filter) = room.conns.filter_mut(conn_id) else {
             return Ok(None);
         };
         let before = filter.clone();
         change(filter);
         let after = filter.clone();
-        let sub = room
-            .conns
-            .get(conn_id)
-            .map(|c| c.sub.clone())
-            .unwrap_or_default();
-        if let Some(a) = room.conns.attachment(conn_id, room.presence.get(&sub)) {
+        if let Some(a) = room.conns.attachment(conn_id, room.presence.get(sub)) {
             ws.save(&a).map_err(js_error)?;
         }
         ws.send_text(&server::subscribed(&after));
