@@ -17,25 +17,28 @@ pub const BASE: &str = "https://room.internal";
 /// Largest percent-encoded notification (members) carried in the URL; above it, the body.
 pub const INLINE_MAX: usize = 4096;
 
+/// What a WebSocket upgrade asks of a room, as the Worker verified it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The token's `sub`.
+    pub sub: String,
+    /// The token's `exp`, Unix seconds.
+    pub exp: i64,
+    /// `since=`.
+    pub since: Option<u64>,
+    /// `types=` patterns, already validated.
+    pub types: Vec<String>,
+    /// `presence=1`.
+    pub presence: bool,
+    /// When the Worker received the upgrade (ms): the connect's latency in the log.
+    pub received_at: i64,
+}
+
 /// One call of the Worker on a room, with what the Worker has already verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     /// A WebSocket upgrade (`GET`) from a verified token.
-    Subscribe {
-        room: RoomId,
-        /// The token's `sub`.
-        sub: String,
-        /// The token's `exp`, Unix seconds.
-        exp: i64,
-        /// `since=`.
-        since: Option<u64>,
-        /// `types=` patterns, already validated.
-        types: Vec<String>,
-        /// `presence=1`.
-        presence: bool,
-        /// When the Worker received the upgrade (ms): the connect's latency in the log.
-        received_at: i64,
-    },
+    Subscribe { room: RoomId, asked: Subscription },
     /// Whether a connection of `sub` would be accepted now (the connection limits): the
     /// subscribe URL without `Upgrade`, so a browser can learn why its upgrade was refused.
     Probe {
@@ -99,15 +102,15 @@ impl Call {
         };
         field("room", self.room().as_str());
         match self {
-            Call::Subscribe {
-                sub,
-                exp,
-                since,
-                types,
-                presence,
-                received_at,
-                ..
-            } => {
+            Call::Subscribe { asked, .. } => {
+                let Subscription {
+                    sub,
+                    exp,
+                    since,
+                    types,
+                    presence,
+                    received_at,
+                } = asked;
                 field("at", &received_at.to_string());
                 field("sub", sub);
                 field("exp", &exp.to_string());
@@ -158,19 +161,21 @@ impl Call {
         Some(match get("call")? {
             "subscribe" => Call::Subscribe {
                 room,
-                sub: get("sub")?.to_owned(),
-                exp: get("exp")?.parse().ok()?,
-                since: match get("since") {
-                    Some(s) => Some(s.parse().ok()?),
-                    None => None,
+                asked: Subscription {
+                    sub: get("sub")?.to_owned(),
+                    exp: get("exp")?.parse().ok()?,
+                    since: match get("since") {
+                        Some(s) => Some(s.parse().ok()?),
+                        None => None,
+                    },
+                    types: get("types")?
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    presence: get("presence") == Some("1"),
+                    received_at: get("at")?.parse().ok()?,
                 },
-                types: get("types")?
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                presence: get("presence") == Some("1"),
-                received_at: get("at")?.parse().ok()?,
             },
             "probe" => Call::Probe {
                 room,
@@ -211,21 +216,25 @@ mod tests {
         let calls = [
             Call::Subscribe {
                 room: room("user_42"),
-                sub: "user 42 ✓ & co=x%".into(),
-                exp: 1_900_000_000,
-                since: Some(7),
-                types: vec!["job.*".into(), "a".into()],
-                presence: true,
-                received_at: 1_768_903_200_000,
+                asked: Subscription {
+                    sub: "user 42 ✓ & co=x%".into(),
+                    exp: 1_900_000_000,
+                    since: Some(7),
+                    types: vec!["job.*".into(), "a".into()],
+                    presence: true,
+                    received_at: 1_768_903_200_000,
+                },
             },
             Call::Subscribe {
                 room: room("r"),
-                sub: String::new(),
-                exp: -1,
-                since: None,
-                types: vec![],
-                presence: false,
-                received_at: 0,
+                asked: Subscription {
+                    sub: String::new(),
+                    exp: -1,
+                    since: None,
+                    types: vec![],
+                    presence: false,
+                    received_at: 0,
+                },
             },
             Call::Probe {
                 room: room("r"),

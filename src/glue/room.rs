@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::connections::{Attachment, Connection, Connections, Limits};
 use crate::delivery::{replay, Action, Pruner, Retention, RetryPolicy};
 use crate::error::ApiError;
-use crate::internal::Call;
+use crate::internal::{Call, Subscription};
 use crate::limits::{Admission, ConnectionGuard, Rates};
 use crate::notification::{render_ephemeral, render_frame, render_payload, Envelope};
 use crate::outbox::{FanOut, Outbox, Pace};
@@ -121,16 +121,6 @@ impl Room {
     }
 }
 
-/// What a subscribe asked for, as the Worker verified it.
-struct Asked {
-    since: Option<u64>,
-    types: Vec<String>,
-    /// `presence=1`.
-    watch: bool,
-    /// When the Worker received the upgrade (ms).
-    received_at: i64,
-}
-
 /// Logs a failure where nobody waits for an answer (a socket event, the alarm), or where the
 /// answer has already been decided.
 fn logged<T>(result: Result<T>, handler: &str) -> Result<T> {
@@ -181,22 +171,8 @@ impl DurableObject for NotificationRoom {
         };
         self.enter(call.room().as_str())?;
         match call {
-            Call::Subscribe {
-                sub,
-                exp,
-                since,
-                types,
-                presence,
-                received_at,
-                ..
-            } => {
-                let asked = Asked {
-                    since,
-                    types,
-                    watch: presence,
-                    received_at,
-                };
-                let (resp, alarm) = self.subscribe(sub, exp, asked)?;
+            Call::Subscribe { asked, .. } => {
+                let (resp, alarm) = self.subscribe(asked)?;
                 // The socket is live by now: failing to schedule is logged, not turned into a
                 // failed upgrade that would orphan it.
                 let _ = logged(self.schedule(alarm).await, "schedule");
@@ -533,11 +509,13 @@ impl NotificationRoom {
     }
 
     /// Accepts a connection; returns the upgrade response and when the alarm must run for it.
-    fn subscribe(&self, sub: String, exp: i64, asked: Asked) -> Result<(Response, Option<i64>)> {
-        let Asked {
+    fn subscribe(&self, asked: Subscription) -> Result<(Response, Option<i64>)> {
+        let Subscription {
+            sub,
+            exp,
             since,
             types,
-            watch,
+            presence,
             received_at,
         } = asked;
         // Capped: a far-future `exp` (up to i64::MAX from a token) must still fit the socket
@@ -565,7 +543,7 @@ impl NotificationRoom {
             sub,
             exp,
             types,
-            presence: watch,
+            presence,
             state: user.state.clone(),
             state_at: user.state_at,
             since: user.since,

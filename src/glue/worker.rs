@@ -12,7 +12,7 @@ use crate::auth::{sign_hs256, AuthError, Claims, Credentials, OriginPolicy, Toke
 use crate::codes::LogEvent;
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::internal::{Call, INLINE_MAX};
+use crate::internal::{Call, Subscription, INLINE_MAX};
 use crate::notification::{Broadcast, Draft};
 use crate::query::{encoded_len, pairs, split_url};
 use crate::room_id::RoomId;
@@ -299,12 +299,14 @@ async fn subscribe(room: &RoomId, inc: &Incoming) -> Handled {
     let call = if inc.is_upgrade() {
         Call::Subscribe {
             room: room.clone(),
-            sub: claims.sub,
-            exp: claims.exp,
-            since: q.since,
-            types: q.types.patterns(),
-            presence: q.presence,
-            received_at: inc.received_at,
+            asked: Subscription {
+                sub: claims.sub,
+                exp: claims.exp,
+                since: q.since,
+                types: q.types.patterns(),
+                presence: q.presence,
+                received_at: inc.received_at,
+            },
         }
     } else {
         Call::Probe {
