@@ -29,19 +29,18 @@ thread_local! {
     static OK_JSON: ResponseInit = init(200, &object(&[("content-type", JSON), ("cache-control", "no-store")]));
 }
 
-/// An answer as a JSON response, with `Retry-After` and `Allow` where it has them, and `extra`
-/// headers (CORS).
-pub fn answer(a: &Answer, extra: &[(&str, &str)]) -> Response {
-    let built = if a.status == 200 && a.retry_after.is_none() && extra.is_empty() {
+/// An answer as a JSON response, with `Retry-After` and `Allow` where it has them.
+pub fn answer(a: &Answer) -> Response {
+    let built = if a.status == 200 && a.retry_after.is_none() {
         OK_JSON.with(|i| Response::new_with_opt_str_and_init(Some(&a.body), i))
     } else {
         let headers = object(&[("content-type", JSON), ("cache-control", "no-store")]);
         let set = |k: &str, v: &str| Reflect::set(&headers, &k.into(), &v.into());
         let retry = a.retry_after.map(|s| s.to_string());
-        for (k, v) in extra
-            .iter()
-            .copied()
-            .chain(retry.as_deref().map(|s| ("retry-after", s)))
+        for (k, v) in retry
+            .as_deref()
+            .map(|s| ("retry-after", s))
+            .into_iter()
             .chain(a.allow.map(|v| ("allow", v)))
         {
             let _ = set(k, v);
@@ -67,12 +66,18 @@ pub fn no_content(headers: &[(&str, &str)]) -> Response {
         .unwrap_or_else(|_| fallback())
 }
 
-/// `resp` with `extra` headers added. A Durable Object's response has immutable headers, so
-/// they are copied into a new response.
-pub fn with_headers(resp: Response, extra: &[(&str, &str)]) -> Response {
+/// `resp` readable from the allowed `origin`. A Durable Object's response has immutable
+/// headers, so they are copied into a new response.
+pub fn with_cors(resp: Response, origin: &str) -> Response {
     let copy = || -> Result<Response, JsValue> {
         let headers = Headers::new_with_headers(&resp.headers())?;
-        for (k, v) in extra {
+        for (k, v) in [
+            ("access-control-allow-origin", origin),
+            ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
+            ("access-control-allow-headers", "authorization"),
+            ("access-control-max-age", "600"),
+            ("vary", "Origin"),
+        ] {
             headers.set(k, v)?;
         }
         let init = ResponseInit::new();

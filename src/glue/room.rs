@@ -134,7 +134,7 @@ fn logged<T>(result: Result<T>, handler: &str) -> Result<T> {
 }
 
 fn respond(a: &Answer) -> Result<Response> {
-    Ok(Response::from(http::answer(a, &[])))
+    Ok(Response::from(http::answer(a)))
 }
 
 /// Runs the outbox's drain steps on later macrotasks until it is empty: the publish response

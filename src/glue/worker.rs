@@ -102,11 +102,8 @@ async fn handle(req: Request, env: Env) -> Response {
         Err(e) => Err(e.clone()),
     };
     let resp = answer.unwrap_or_else(|e| refuse(&inc, &e));
-    match route.ok().and_then(|r| cors_headers(&r, &inc)) {
-        Some(cors) => {
-            let cors: Vec<(&str, &str)> = cors.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            http::with_headers(resp, &cors)
-        }
+    match route.ok().and_then(|r| cors_origin(&r, &inc)) {
+        Some(origin) => http::with_cors(resp, &origin),
         None => resp,
     }
 }
@@ -122,7 +119,7 @@ fn refuse(inc: &Incoming, e: &ApiError) -> Response {
             .num("status", e.status())
             .str("code", e.code()));
     }
-    http::answer(&Answer::from(e), &[])
+    http::answer(&Answer::from(e))
 }
 
 /// A runtime failure: logged with its detail, answered as a plain 500.
@@ -137,7 +134,7 @@ type Handled = Result<Response, ApiError>;
 
 async fn dispatch(route: &Route, inc: &Incoming) -> Handled {
     match route {
-        Route::Healthz => Ok(http::answer(&answer::healthz(), &[])),
+        Route::Healthz => Ok(http::answer(&answer::healthz())),
         Route::Demo => Ok(http::text("text/html; charset=utf-8", DEMO_PAGE)),
         Route::ClientScript => Ok(http::text("text/javascript; charset=utf-8", CLIENT_SCRIPT)),
         Route::Preflight { allow } => Ok(http::no_content(&[("allow", allow)])),
@@ -338,7 +335,7 @@ async fn broadcast(body: Value, key: Option<String>, inc: &Incoming) -> Handled 
     for (room, call) in b.rooms.iter().zip(calls) {
         answers.push(read_answer(room, call).await);
     }
-    Ok(http::answer(&answer::broadcast(&answers), &[]))
+    Ok(http::answer(&answer::broadcast(&answers)))
 }
 
 /// One room's answer, read; a room that could not be reached answers its error.
@@ -421,7 +418,7 @@ async fn read_room(room: &RoomId, inc: &Incoming, token: Option<&str>, call: &Ca
 async fn health(room: &RoomId, inc: &Incoming) -> Handled {
     if inc.header("authorization").is_none() {
         // Anonymous liveness never wakes (or creates) a room.
-        return Ok(http::answer(&answer::liveness(room.as_str()), &[]));
+        return Ok(http::answer(&answer::liveness(room.as_str())));
     }
     let s = inc.settings()?;
     inc.credentials(None)
@@ -464,13 +461,13 @@ async fn dev_token(inc: &Incoming) -> Handled {
         .str("token", &token)
         .num("exp", exp)
         .finish();
-    Ok(http::answer(&Answer::ok(answer), &[]))
+    Ok(http::answer(&Answer::ok(answer)))
 }
 
-/// Cross-origin access for an allowed `Origin` (see [`OriginPolicy`]): the reading routes
+/// The origin granted cross-origin access (see [`OriginPolicy`]): on the reading routes
 /// (history, health, healthz) and the subscribe probe. Publishing is server-to-server and
 /// never gets CORS headers; nor does an upgrade (a `101` cannot be copied).
-fn cors_headers(route: &Route, inc: &Incoming) -> Option<Vec<(&'static str, String)>> {
+fn cors_origin(route: &Route, inc: &Incoming) -> Option<String> {
     let readable = match route {
         Route::History(_) | Route::Presence(_) | Route::RoomHealth(_) | Route::Healthz => true,
         Route::Subscribe(_) => !inc.is_upgrade(),
@@ -482,12 +479,7 @@ fn cors_headers(route: &Route, inc: &Incoming) -> Option<Vec<(&'static str, Stri
     }
     let origin = inc.header("origin");
     let s = inc.settings().ok()?;
-    let allowed = OriginPolicy(&s.allowed_origins).cors(origin.as_deref())?;
-    Some(vec![
-        ("access-control-allow-origin", allowed.to_owned()),
-        ("access-control-allow-methods", "GET, HEAD, OPTIONS".into()),
-        ("access-control-allow-headers", "authorization".into()),
-        ("access-control-max-age", "600".into()),
-        ("vary", "Origin".into()),
-    ])
+    OriginPolicy(&s.allowed_origins)
+        .cors(origin.as_deref())
+        .map(str::to_owned)
 }
