@@ -21,7 +21,12 @@ pub fn random_id() -> String {
     if getrandom::getrandom(&mut bytes).is_err() {
         bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(32);
+    for b in bytes {
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
+    }
+    out
 }
 
 thread_local! {
