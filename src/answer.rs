@@ -97,13 +97,15 @@ pub fn broadcast(rooms: &[RoomAnswer]) -> Answer {
     let all_ok = rooms.iter().all(|r| r.status == 200);
     let mut members = Object::new();
     for r in rooms {
-        // A room's body is already JSON; anything else (a proxy's page) is reported as an error.
-        let body = if serde_json::from_str::<serde_json::Value>(&r.body).is_ok() {
-            r.body.clone()
+        // A room's answer is JSON it wrote; a failure may be the runtime's page instead, which
+        // is reported as an error rather than spliced in.
+        let json =
+            r.status == 200 || serde_json::from_str::<serde::de::IgnoredAny>(&r.body).is_ok();
+        if json {
+            members = members.raw(&r.room, &r.body);
         } else {
-            ApiError::Internal.body()
-        };
-        members = members.raw(&r.room, &body);
+            members = members.raw(&r.room, &ApiError::Internal.body());
+        }
     }
     let mut out = Object::new()
         .bool("success", all_ok)
