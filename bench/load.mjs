@@ -127,8 +127,8 @@ function fatal(msg, code = 2) {
   process.exit(code);
 }
 
-const deadline = setTimeout(() => { timedOut = true; }, opts.timeout * 1000);
-deadline.unref();
+/** Resolves at --timeout: what is still in flight then is not waited for. */
+const deadline = new Promise((resolve) => setTimeout(() => { timedOut = true; resolve(); }, opts.timeout * 1000).unref());
 
 // ---- checks before anything is opened: reachable, the key, the tokens ----
 const probeRoom = rooms[0].id;
@@ -185,7 +185,7 @@ function checkId(room, s, f) {
 const progress = setInterval(() => {
   const open = subs.filter((s) => s.state === "open").length;
   const published = rooms.reduce((n, r) => n + r.published, 0);
-  err(`load: ${secs()} s  open ${open}/${subs.length}  published ${published}/${opts.rooms * opts.publishes}  delivered ${tally.delivered}/${expected()}`);
+  err(`load: ${secs()} s  open ${open}/${subs.length}  published ${published}/${opts.rooms * opts.publishes}  delivered ${tally.delivered} (due ${expected()})`);
 }, 1000);
 progress.unref();
 
@@ -193,11 +193,11 @@ function expected() { return rooms.reduce((n, r) => n + r.subs.length * r.publis
 
 err(`load: run ${runId}: ${opts.sockets} sockets in ${opts.rooms} rooms, ${opts.publishes} publishes per room${opts.rate ? ` at ${opts.rate}/s` : ""}, against ${opts.url} (timeout ${Math.round(opts.timeout)} s)`);
 let refused = null;
-await mapLimit(subs, opts["connect-concurrency"], async (s) => {
+await Promise.race([deadline, mapLimit(subs, opts["connect-concurrency"], async (s) => {
   if (refused || timedOut) return;
   const r = await s.connect();
   if (!r.ok && !refused) refused = `${s.label}: ${r.message}`;
-});
+})]);
 if (refused) fatal(`a socket could not connect: ${refused}`);
 if (timedOut) fatal(`sockets not all connected within --timeout ${opts.timeout} s`, 1);
 const connectedAt = performance.now();
@@ -234,7 +234,7 @@ async function publishOne(i) {
 }
 
 const publishStart = performance.now();
-await mapLimit(Array.from({ length: opts.concurrency }), opts.concurrency, async () => {
+await Promise.race([deadline, mapLimit(Array.from({ length: opts.concurrency }), opts.concurrency, async () => {
   while (nextPublish < total && !timedOut) {
     const i = nextPublish++;
     if (opts.rate) {
@@ -244,7 +244,7 @@ await mapLimit(Array.from({ length: opts.concurrency }), opts.concurrency, async
     }
     await publishOne(i);
   }
-});
+})]);
 const publishSecs = (performance.now() - publishStart) / 1000;
 
 // ---- delivery: until everything due has arrived, nothing arrives any more, or the timeout ----
