@@ -146,7 +146,7 @@ test("a failed step is retried: nothing while it waits, then exactly one success
 
 test("the failure path: after the last attempt the user is told the error once", async (t) => {
   const u = uid();
-  const { client, seen } = await subscriber(t, u, [`${u}-full`, `${u}-gone`]);
+  const { client, seen } = await subscriber(t, u, [`${u}-full`, `${u}-gone`, `${u}-mute`]);
   const store = createMemoryStore();
   const full = { ...store, insert: async () => { throw new Error("disk full"); } };
   const fns = createFunctions({ inngest, broadcaster: broadcaster(), store: full });
@@ -175,11 +175,20 @@ test("the failure path: after the last attempt the user is told the error once",
   await waitForCount(client, seen, 2);
   assert.deepEqual([seen[1].type, seen[1].error, seen[1].data], ["task.completion.failed", "no such row: task-404", { entityId: "task-404" }]);
 
+  // The model never answers: the conversation's failure, with its thread.
+  const mute = createFunctions({ inngest, broadcaster: broadcaster(), store: { ...createMemoryStore(), reply: async () => { throw new Error("model timed out"); } } });
+  const silentReply = { id: `evt-${u}-mute`, name: EVENTS.sendMessage, data: { userId: u, requestId: `${u}-mute`, threadId: "t9", text: "hello?" } };
+  const noReply = await execute(mute.sendMessage, silentReply);
+  assert.equal(noReply.error?.message, "model timed out");
+  await runFailureHandler(mute.sendMessage, silentReply, noReply.error);
+  await waitForCount(client, seen, 3);
+  assert.deepEqual([seen[2].type, seen[2].status, seen[2].error, seen[2].data], ["conversation.response.failed", "error", "model timed out", { threadId: "t9" }]);
+
   // An event without a user: the function fails for good, and there is nobody to tell.
   const nobody = { id: `evt-${u}-nobody`, name: EVENTS.createNote, data: { title: "x" } };
   const orphan = await execute(fns.createNote, nobody);
   assert.match(orphan.error?.message ?? "", /data\.userId is required/);
   assert.deepEqual((await runFailureHandler(fns.createNote, nobody, orphan.error)).result, { notified: false });
   assert.equal(await quiet(client, "notification", 300), true);
-  assert.equal(seen.length, 2);
+  assert.equal(seen.length, 3);
 });
