@@ -158,20 +158,23 @@ const subs = Array.from({ length: opts.sockets }, (_, j) => {
     onClose: (s, code, reason) => {
       if (finishing) return;
       tally.note(`${s.label} closed ${code}${reason ? ` ${reason}` : ""}; reconnecting with since=${s.lastSeq}`);
-      reconnect(s, code === 4008 ? 0 : 250);
+      reconnect(s, code === 4008 ? 0 : 500);
     },
   });
   room.subs.push(sub);
   return sub;
 });
 
-/** A socket that dropped comes back as a client's would (at once after an idle close). */
+/**
+ * A socket that dropped comes back as a client's would (at once after an idle close). A failed
+ * attempt closes too, and so comes back here.
+ */
 function reconnect(s, delayMs) {
   setTimeout(async () => {
     if (finishing || s.state !== "away") return;
     stats.reconnects++;
     const r = await s.connect();
-    if (!r.ok && !finishing) { tally.note(`${s.label}: reconnect failed: ${r.message}`); if (s.state === "away" && !s.ws) reconnect(s, 1000); }
+    if (!r.ok && !finishing) tally.note(`${s.label}: reconnect failed: ${r.message}`);
   }, delayMs);
 }
 
