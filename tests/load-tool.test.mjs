@@ -86,8 +86,8 @@ test("a wrong --jwt-secret, a bad URL and missing arguments are told apart", asy
 function checked(frames, { firstSeq = 0 } = {}) {
   const tally = new Tally();
   const s = new Subscriber({ wsBase: "ws://unused", room: "r", token: "t", tally });
-  s.firstSeq = s.lastSeq = firstSeq;
-  for (const f of frames) s.frame({ id: `n${f.seq}`, attempt: 1, ...f }, null);
+  s.receive({ type: "connected", roomId: "r", lastSeq: firstSeq }, null);
+  for (const f of frames) s.receive(f.type === "batch" ? f : { id: `n${f.seq}`, attempt: 1, ...f }, null);
   return { tally, s };
 }
 
@@ -107,6 +107,12 @@ test("checks: in order is delivered; a skipped seq is lost, or out of order when
   // A redelivery (a new attempt of a requiresAck notification) is not a duplicate; the same attempt again is.
   const rounds = checked([{ seq: 1 }, { seq: 1, attempt: 2 }, { seq: 1, attempt: 2 }]);
   assert.deepEqual([rounds.tally.delivered, rounds.tally.redeliveries, rounds.tally.duplicated], [1, 1, 1]);
+
+  // A batch is its frames, in order.
+  const batched = checked([{ seq: 1 }, { type: "batch", frames: [{ id: "n2", seq: 2, attempt: 1 }, { id: "n3", seq: 3, attempt: 1 }] }, { seq: 4 }]);
+  assert.deepEqual([batched.tally.delivered, batched.tally.outOfOrder, batched.s.lost(4)], [4, 0, 0]);
+  const reversed = checked([{ type: "batch", frames: [{ id: "n2", seq: 2, attempt: 1 }, { id: "n1", seq: 1, attempt: 1 }] }]);
+  assert.deepEqual([reversed.tally.delivered, reversed.tally.outOfOrder], [2, 1]);
 
   // Seqs up to the room's lastSeq at the first `connected` are not due to this subscriber.
   const before = checked([{ seq: 4 }, { seq: 5 }, { seq: 6 }], { firstSeq: 5 });

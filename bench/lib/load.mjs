@@ -144,6 +144,7 @@ export class Subscriber {
     this.lastSeq = null; // the highest seq received
     this.missing = new Set(); // seqs skipped over, not (yet) received
     this.seen = new Map(); // seq -> bitmask of attempts received, for the last WINDOW seqs
+    this.openedAt = 0;
     this.connectedAt = 0;
   }
 
@@ -161,7 +162,7 @@ export class Subscriber {
     this.state = "connecting";
     const qs = new URLSearchParams({ token: this.token, batch: "1" });
     if (this.lastSeq !== null) qs.set("since", String(this.lastSeq));
-    const t0 = performance.now();
+    this.openedAt = performance.now();
     const ws = new WebSocket(`${this.wsBase}/rooms/${encodeURIComponent(this.room)}/subscribe?${qs}`, {
       perMessageDeflate: false, handshakeTimeout, maxPayload: 64 * 1024 * 1024,
     });
@@ -190,21 +191,7 @@ export class Subscriber {
         if (this.ws !== ws) return;
         let f;
         try { f = JSON.parse(data.toString()); } catch { return; } // text "pong"
-        if (f.type === "connected") {
-          this.state = "open";
-          this.connectedAt = performance.now();
-          this.tally.connectMs.push(this.connectedAt - t0);
-          if (this.firstSeq === null) this.firstSeq = this.lastSeq = f.lastSeq;
-          if (f.recovered === false) {
-            this.tally.unrecovered++;
-            this.tally.note(`${this.label}: recovered:false after since=${this.lastSeq}`);
-          }
-          settle({ ok: true });
-        } else if (f.type === "batch" && Array.isArray(f.frames)) {
-          for (const g of f.frames) this.frame(g, ws);
-        } else {
-          this.frame(f, ws);
-        }
+        if (this.receive(f, ws)) settle({ ok: true });
       });
       ws.on("close", (code, reason) => {
         settle({ ok: false, message: `closed ${code} ${reason} before connected` });
@@ -216,6 +203,24 @@ export class Subscriber {
         this.onClose?.(this, code, reason.toString());
       });
     });
+  }
+
+  /** Handles one parsed frame (a batch frame by frame, in order); true for `connected`. */
+  receive(f, ws) {
+    if (f.type === "connected") {
+      this.state = "open";
+      this.connectedAt = performance.now();
+      this.tally.connectMs.push(this.connectedAt - this.openedAt);
+      if (this.firstSeq === null) this.firstSeq = this.lastSeq = f.lastSeq;
+      if (f.recovered === false) {
+        this.tally.unrecovered++;
+        this.tally.note(`${this.label}: recovered:false after since=${this.lastSeq}`);
+      }
+      return true;
+    }
+    if (f.type === "batch" && Array.isArray(f.frames)) for (const g of f.frames) this.receive(g, ws);
+    else this.frame(f, ws);
+    return false;
   }
 
   frame(f, ws) {
