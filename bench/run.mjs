@@ -357,7 +357,7 @@ async function sustained(rts, kind = "sustained") {
   for (const rt of rts) {
     pools[rt.name] = new Pool(rt, kind, { batch });
     await pools[rt.name].open(sockets);
-    pubs[rt.name] = new Publisher(rt, "sustained");
+    pubs[rt.name] = new Publisher(rt, kind);
     await publishBatch(rt, pools[rt.name], pubs[rt.name], 20);
     acc[rt.name] = { published: 0, ms: 0, drainMs: 0, resp: [], cpu: 0, frames: 0, expectedFrames: 0 };
   }
@@ -638,6 +638,7 @@ function tableKeys() {
     ...lv.map((n) => `publish_p50_${n}`), `answered_first_${big}`,
     "# sustained load",
     "sustained_rate", "sustained_delivered", "sustained_resp_p99", "sustained_cpu",
+    "batched_rate", "batched_delivered", "batched_resp_p99", "batched_cpu",
     "# reconnect storm (roomcast only)",
     "storm_connected", "storm_resumed",
     "# SQLite rows per publish (roomcast builds that count them)",
@@ -692,7 +693,7 @@ async function main() {
 
   if (want("wasm")) wasmSize();
 
-  if (["memory", "cpu", "big", "sustained"].some(want)) {
+  if (["memory", "cpu", "big", "sustained", "batched"].some(want)) {
     const rts = [];
     for (const peer of PEERS) rts.push(await start(peer));
     try {
