@@ -730,7 +730,9 @@ class RoomConnection {
       case "token_expired":
         return this.#fail("token_expired", `the server refused the token (4001): ${reason}`, { closeCode: code });
       case "unauthorized":
-        return this.#failUnauthorized(hasGetToken ? "a fresh token from getToken was refused too" : "pass getToken to supply fresh tokens");
+        return this.#failUnauthorized(!hasGetToken ? "pass getToken to supply fresh tokens"
+          : this.#authRetried ? "a fresh token from getToken was refused too"
+            : `no attempt left for a fresh token (maxReconnectAttempts ${this.#host.opts.maxReconnectAttempts})`);
       case "forbidden":
         return this.#fail("forbidden", `not allowed in this room (${this.#says(status)})`, { status, serverCode: this.#refusal?.serverCode });
       case "refused":

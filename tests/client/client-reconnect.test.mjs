@@ -332,13 +332,14 @@ test("batch=1: asked for on every connection; each frame of a batch is handled a
     note(3),
   ];
   const urls = [];
-  const acks = new Map();
+  /** room -> the ids of the first ack the stand-in received from it */
+  const acks = { user_alone: deferred(), user_batched: deferred() };
   wss.on("connection", (sock, req) => {
     urls.push(req.url);
     const room = decodeURIComponent(new URL(req.url, url).pathname.split("/")[2]);
     sock.on("message", (m) => {
       const f = JSON.parse(m.toString());
-      if (f.type === "ack") acks.set(room, f.ids);
+      if (f.type === "ack") acks[room].resolve(f.ids);
     });
     sock.send(JSON.stringify({ type: "connected", roomId: room, connectionId: room, lastSeq: 0, presence: { count: 1, users: [{ userId: "me" }] } }));
     if (room === "user_batched") sock.send(JSON.stringify({ type: "batch", frames }));
@@ -359,13 +360,14 @@ test("batch=1: asked for on every connection; each frame of a batch is handled a
     for (const room of ["user_alone", "user_batched"]) {
       const { client, seen } = seenBy[room];
       await waitForCount(client, seen, 4);
-      if (!acks.has(room)) await waitForEvent(client, "ack");
+      const late = new Promise((_, reject) => setTimeout(() => reject(new Error(`no ack from ${room}`)), 5000).unref());
+      seenBy[room].acks = await Promise.race([acks[room].promise, late]);
     }
     const view = (room) => {
       const g = seenBy[room];
       return {
         seen: g.seen.map((s) => `${s.id}:${s.seq ?? "ephemeral"}`), events: g.events, presence: g.presence,
-        duplicates: g.duplicates, errors: g.errors, lastSeq: g.client.lastSeq(room), acks: acks.get(room),
+        duplicates: g.duplicates, errors: g.errors, lastSeq: g.client.lastSeq(room), acks: g.acks,
       };
     };
     assert.deepEqual(view("user_batched"), {
