@@ -207,7 +207,7 @@ export interface RealtimeClientOptions {
    * Limits per client event name pattern, on top of `clientEventRate`: `emit` of a name that
    * matches a pattern returns false once that pattern's limit is reached in its window. Either
    * the server's CLIENT_EVENT_RATES text (`"typing.*=5/5s,cursor.move=30/1s"`; windows in `ms`,
-   * `s`, `m` or `h`) or an object of pattern -> [limit, windowMs] (`{"typing.*": [5, 5000]}`).
+   * `s` or `m`) or an object of pattern -> [limit, windowMs] (`{"typing.*": [5, 5000]}`).
    * Give the server's setting. Unreadable values throw a TypeError. Default: none.
    */
   eventRates?: EventRates;

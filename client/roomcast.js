@@ -309,8 +309,9 @@ export function decide(given) {
   }
 }
 
-const DURATION = /^(\d*)(ms|s|m|h)$/;
-const UNIT_MS = { ms: 1, s: 1000, m: 60000, h: 3600000 };
+/** A CLIENT_EVENT_RATES window, as the server reads it: `500ms`, `5s`, `1m`. */
+const DURATION = /^(\d+)(ms|s|m)$/;
+const UNIT_MS = { ms: 1, s: 1000, m: 60000 };
 
 /**
  * The `eventRates` option as a list of {pattern, limit, windowMs}: the server's
@@ -326,7 +327,7 @@ function parseEventRates(rates) {
       const m = /^([^=\s]+)\s*=\s*(\d+)\s*\/\s*(\S+)$/.exec(item);
       const d = m && DURATION.exec(m[3]);
       if (!m || !d) throw bad(`cannot read ${JSON.stringify(item)}: write pattern=count/window`);
-      return [m[1], [Number(m[2]), Number(d[1] || 1) * UNIT_MS[d[2]]]];
+      return [m[1], [Number(m[2]), Number(d[1]) * UNIT_MS[d[2]]]];
     });
   } else if (isPlainObject(rates)) {
     entries = Object.entries(rates);
@@ -336,7 +337,7 @@ function parseEventRates(rates) {
   return entries.map(([pattern, rate]) => {
     if (!isPattern(pattern)) throw bad(`${JSON.stringify(pattern)} is not an event name or pattern`);
     const [limit, windowMs] = Array.isArray(rate) ? rate : [];
-    if (!Number.isInteger(limit) || limit < 0 || !(windowMs > 0)) {
+    if (!Number.isInteger(limit) || limit < 1 || !(windowMs > 0)) {
       throw bad(`the rate of ${JSON.stringify(pattern)} must be [count, windowMs] with a whole count and a window above 0`);
     }
     return { pattern, limit, windowMs };

@@ -386,3 +386,39 @@ test("batch=1: asked for on every connection; each frame of a batch is handled a
     await Promise.all(made.map((c) => c.close()));
   }
 });
+
+test("4008 end to end: a silent connection is closed as idle and the client is back at once; a pinging one stays", async () => {
+  const w = await startWorker({ bindings: { IDLE_TIMEOUT_SECONDS: "1" } });
+  cleanup.push(() => w.stop());
+  const u = uid();
+  const room = `user_${u}`;
+  // No keepalive: the server hears nothing from it. A 5 s backoff would show.
+  const silent = makeClient({ url: w.base, rooms: [room], token: tokenFor(u), pingIntervalMs: 0, initialDelayMs: 5000 });
+  // A text ping every 300 ms counts as activity, though the runtime answers it without the room.
+  // In a room of its own: its pings would keep the silent socket's room from going idle, and so
+  // delay the close event of the silent socket (see below) to ws's 30 s closing timeout.
+  const v = uid();
+  const pinging = makeClient({ url: w.base, rooms: [`user_${v}`], token: tokenFor(v), pingIntervalMs: 300 });
+  const drops = [];
+  pinging.client.on("disconnected", (d) => drops.push(d.code));
+  const plans = [];
+  silent.client.on("reconnecting", (p) => plans.push(p));
+  try {
+    await Promise.all([waitForState(silent.client, "connected"), waitForState(pinging.client, "connected")]);
+    // The close frame comes within twice the timeout; `ws` reports it when workerd ends the TCP
+    // connection, once the room has been idle for ~10 s (docs/operations.md, the TCP linger).
+    const back = waitForEvent(silent.client, "connected", () => true, 21000);
+    const [gone] = await waitForEvent(silent.client, "disconnected", () => true, 20000);
+    assert.deepEqual([gone.code, gone.reason, gone.wasConnected], [4008, "idle", true]);
+    const [hello] = await back;
+    assert.equal(hello.resumed, true);
+    assert.deepEqual(plans.map((p) => [p.attempt, p.delayMs, p.code]), [[1, 0, 4008]]);
+    // The pinging client's room checked it as often meanwhile, and it is still connected.
+    assert.deepEqual(drops, []);
+    await Promise.all([w.publish(room, { type: "note.created" }), w.publish(`user_${v}`, { type: "note.created" })]);
+    await Promise.all([waitForCount(silent.client, silent.seen, 1), waitForCount(pinging.client, pinging.seen, 1)]);
+    assert.deepEqual([...silent.errors, ...pinging.errors], []);
+  } finally {
+    await Promise.all([silent.client.close(), pinging.client.close()]);
+  }
+});

@@ -332,6 +332,8 @@ test("eventRates: what cannot be read is refused with a clear error", () => {
   for (const [rates, why] of [
     ["typing.*=5", /cannot read "typing.\*=5": write pattern=count\/window/],
     ["typing.*=5/5y", /cannot read/],
+    ["typing.*=5/s", /cannot read/],
+    [{ "typing.*": [0, 5000] }, /must be \[count, windowMs\]/],
     ["bad name=1/1s", /cannot read/],
     ["bad!=1/1s", /"bad!" is not an event name or pattern/],
     [{ "typing.*": 5 }, /must be \[count, windowMs\]/],
