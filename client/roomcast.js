@@ -450,7 +450,8 @@ class RoomConnection {
     }
   }
 
-  get #open() {
+  /** Connected, with a socket that can send. */
+  get #live() {
     return this.state === "connected" && this.ws?.readyState === OPEN;
   }
 
@@ -465,7 +466,7 @@ class RoomConnection {
 
   /** Sends a frame's text if the room is connected; whether it was sent. */
   send(text) {
-    if (!this.#open) return false;
+    if (!this.#live) return false;
     this.ws.send(text);
     return true;
   }
@@ -845,7 +846,7 @@ class RoomConnection {
   }
 
   flushAcks() {
-    if (this.#ackQueue.size === 0 || !this.#open) return;
+    if (this.#ackQueue.size === 0 || !this.#live) return;
     const ids = [...this.#ackQueue];
     this.#ackQueue.clear();
     for (let i = 0; i < ids.length; i += MAX_ACK_IDS) {
@@ -863,7 +864,7 @@ class RoomConnection {
    * (`clientEventRate` per 10 s) and the `eventRates` patterns the name matches.
    */
   emit(event, data) {
-    if (!this.#open) return this.#refuseEmit(event, "the room is not connected");
+    if (!this.#live) return this.#refuseEmit(event, "the room is not connected");
     const o = this.#host.opts;
     const now = Date.now();
     const all = prune(this.#eventTimes, now);
@@ -965,7 +966,7 @@ class RoomConnection {
     this.#timers.presence = null;
     const wanted = this.#presenceWanted;
     if (wanted === null || wanted === this.#presenceSent) return;
-    if (!this.#open) return; // sent by #onHello
+    if (!this.#live) return; // sent by #onHello
     const now = Date.now();
     const recent = prune(this.#presenceTimes, now);
     if (recent.length >= PRESENCE_SET_RATE) {
@@ -982,7 +983,7 @@ class RoomConnection {
 
   /** Asks for what came after the last seq; resolves with the result, or null if not connected. */
   sync() {
-    if (!this.#open) return Promise.resolve(null);
+    if (!this.#live) return Promise.resolve(null);
     if (this.#pendingSync) return this.#pendingSync.promise;
     const since = this.lastSeq ?? 0;
     let resolve;
