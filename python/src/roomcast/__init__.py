@@ -3,24 +3,34 @@ publish them from backends (``Broadcaster``). Guide: docs/client-python.md."""
 
 from ._types import (
     Acked,
+    ClientEvent,
     CloseCode,
     Connected,
     ConnectionState,
     Disconnected,
     Notification,
+    PresenceChange,
+    PresenceChangeKind,
+    PresenceJoined,
+    PresenceLeft,
+    PresenceUser,
     RealtimeError,
     Reconnecting,
     Recovery,
+    RoomStatus,
     StateChange,
     Status,
     Subscribed,
+    Synced,
     TokenReason,
 )
 from .broadcaster import Broadcaster, BroadcastError, BroadcastResult, PublishResult, retry_delay
-from .client import RealtimeClient, TokenProvider, backoff_delay
+from .client import RealtimeClient, TokenProvider, backoff_delay, matches_type
+from .room import RoomConnection
 
 __all__ = [
     "Acked",
+    "ClientEvent",
     "BroadcastError",
     "BroadcastResult",
     "Broadcaster",
@@ -29,16 +39,25 @@ __all__ = [
     "ConnectionState",
     "Disconnected",
     "Notification",
+    "PresenceChange",
+    "PresenceChangeKind",
+    "PresenceJoined",
+    "PresenceLeft",
+    "PresenceUser",
     "PublishResult",
     "RealtimeClient",
     "RealtimeError",
     "Reconnecting",
     "Recovery",
+    "RoomConnection",
+    "RoomStatus",
     "StateChange",
     "Status",
     "Subscribed",
+    "Synced",
     "TokenProvider",
     "TokenReason",
     "backoff_delay",
+    "matches_type",
     "retry_delay",
 ]
