@@ -355,6 +355,7 @@ class RealtimeClient:
                 held.watch_presence = True
                 if not self._closed and held.state not in ("error", "closed", "idle"):
                     await held.restart()
+                    self._update_state()
             return
         remembered = self._positions.pop(room_id, None)
         room = self._new_room(room_id, since if since is not None else remembered, True if presence else None)

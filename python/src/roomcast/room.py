@@ -502,6 +502,8 @@ class RoomConnection:
     async def _wait_retry(self, plan: Decision, code: int | None, refusal: _Refused | None) -> bool:
         """Sleeps until the next attempt as ``plan`` says; False when the room stopped meanwhile."""
         kind = plan["delay"]
+        if plan["tokenReason"] == "unauthorized":
+            self._auth_retried = True  # one fresh token per streak of refusals
         idle = kind == "none" and plan["tokenReason"] != "unauthorized"
         if not idle:
             # Waking from idle is not an attempt; everything else counts toward the limit.
