@@ -347,3 +347,22 @@ async def test_debug_lines_name_the_room_through_a_drop_and_a_resume(
         at = next((i for i in range(at, len(lines)) if lines[i].startswith(e)), -1) + 1
         assert at > 0, f"no {e!r} in order in:\n" + "\n".join(lines)
     assert any("last_seq=1, recovered=True" in line for line in lines), "\n".join(lines)
+
+
+async def test_set_presence_is_coalesced_under_the_servers_3_per_10_s(worker: ServedWorker, make_client: Any) -> None:
+    room, token = _team()
+    alice, arec = make_client(worker.url, [room], token=token("alice"))
+    bob, _ = make_client(worker.url, [room], token=token("bob"), presence=True)
+    states: list[Any] = []
+    bob.on("presence", lambda c: states.append(c.users["alice"].state.get("n")) if c.change == "updated" else None)
+    await alice.connect()
+    await bob.connect()
+    await alice.wait_connected(10)
+    await bob.wait_connected(10)
+    for n in range(1, 6):
+        await alice.set_presence(room, {"n": n})
+    await alice.set_presence(room, {"n": 5})  # the same again: nothing more to send
+    await eventually(lambda: states == [1, 2, 3], what="the first three at once")
+    # The fourth is skipped; the newest is sent once the server's window allows it.
+    await eventually(lambda: states == [1, 2, 3, 5], timeout=15, what="the newest after the window")
+    assert arec["error"] == [], "nothing refused"
