@@ -2,9 +2,9 @@
 // Made cheap on purpose (no permessage-deflate, no UTF-8 validation, no JSON.parse per frame:
 // a frame's seq is read straight from the bytes), because its CPU is shared with the runtime.
 import WebSocket from "ws";
-import { createHmac } from "node:crypto";
 import { Agent, request as httpRequest } from "node:http";
 import { API_KEY, JWT_SECRET } from "./peers.mjs";
+import { mintToken } from "./load.mjs";
 
 const SEQ = Buffer.from('"seq":');
 const LAST_SEQ = Buffer.from('"lastSeq":');
@@ -20,14 +20,9 @@ function readInt(buf, at) {
   return n;
 }
 
-const b64url = (s) => Buffer.from(s).toString("base64url");
 /** An HS256 client token for roomcast (the JS peers ignore it). */
 export function token(sub = "bench", ttl = 6 * 3600) {
-  const now = Math.floor(Date.now() / 1000);
-  const head = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const body = b64url(JSON.stringify({ sub, exp: now + ttl, iat: now, rooms: ["*"] }));
-  const sig = createHmac("sha256", JWT_SECRET).update(`${head}.${body}`).digest("base64url");
-  return `${head}.${body}.${sig}`;
+  return mintToken(JWT_SECRET, { sub, ttl, rooms: ["*"] });
 }
 
 /**
