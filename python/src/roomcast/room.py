@@ -25,6 +25,8 @@ from urllib.parse import quote, urlencode
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 from ._types import (
     Acked,
@@ -178,6 +180,18 @@ def _prune(times: list[float], now: float, window: float) -> list[float]:
     while times and now - times[0] >= window + RATE_MARGIN:
         times.pop(0)
     return times
+
+
+class _Connection(ClientConnection):
+    """Ends the connection as soon as the server's close frame has been answered. The protocol
+    has the server close TCP first, and ``websockets`` waits for it; workerd may not do so for a
+    close it sends from an alarm (idle 4008), which would leave the client waiting until its
+    next send."""
+
+    def process_event(self, event: Event) -> None:
+        super().process_event(event)
+        if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+            self.transport.close()  # after the answering close frame, already written
 
 
 @dataclass(frozen=True)
@@ -563,6 +577,7 @@ class RoomConnection:
                 ping_interval=None,
                 close_timeout=self._o.connect_timeout,
                 max_size=self._o.max_frame_bytes,
+                create_connection=_Connection,
             )
         except InvalidStatus as err:
             res = err.response
@@ -672,6 +687,7 @@ class RoomConnection:
         if not isinstance(kind, str):
             return
         if kind == "batch" and isinstance(frame.get("frames"), list) and "id" not in frame:
+            log.debug("room %s: a batch of %d frames", self.id, len(frame["frames"]))
             for inner in frame["frames"]:
                 self.on_frame(inner)
             return
