@@ -9,6 +9,7 @@ from typing import Any, Callable
 import pytest
 
 from helpers import ServedWorker, eventually, token_for, uid
+from roomcast import RealtimeClient
 
 
 async def test_a_replay_sent_as_a_batch_is_handed_over_once_in_order_and_acked(
@@ -70,3 +71,25 @@ async def test_an_idle_close_reconnects_at_once_and_the_keepalive_prevents_it(
     await eventually(lambda: seen == ["before", "after"], what="delivered after the idle closes")
     # The whole time, the client with keepalive was never closed.
     assert lrec["disconnected"] == [] and len(lrec["connected"]) == 1
+
+
+async def test_the_clients_own_event_limits_keep_it_under_the_servers_client_event_rates(
+    start_worker: Callable[..., ServedWorker], make_client: Any
+) -> None:
+    rates = "cursor.move=2/10s"
+    w = start_worker({"CLIENT_EVENT_TYPES": "cursor.move", "CLIENT_EVENT_RATES": rates})
+    room = f"team_{uid()}"
+    # One client without the limit: the server refuses the third. One with it: never sent.
+    blind, brec = make_client(w.url, [room], token=token_for("blind", rooms=[room]))
+    aware, arec = make_client(w.url, [room], token=token_for("aware", rooms=[room]), client_event_rates=rates)
+    for c in (blind, aware):
+        await c.connect()
+        await c.wait_connected(10)
+    assert [await blind.emit(room, "cursor.move", {"x": i}) for i in range(3)] == [True, True, True]
+    errors = await brec.wait("error")
+    assert [(e.code, e.fatal) for e in errors] == [("rate_limited", False)]
+    assert [await aware.emit(room, "cursor.move", {"x": i}) for i in range(3)] == [True, True, False]
+    await aware.sync(room)  # answered after the emits: any refusal of them would have come first
+    assert arec["error"] == []
+    with pytest.raises(ValueError, match="typing"):
+        RealtimeClient(w.url, [room], token="t", client_event_rates="cursor.move=2")

@@ -103,7 +103,7 @@ def is_pattern(p: object) -> bool:
     return isinstance(p, str) and (p == "*" or bool(TYPE.match(p[:-2] if p.endswith(".*") else p)))
 
 
-_RATE = re.compile(r"^\s*([^=\s]+)\s*=\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+_RATE = re.compile(r"^\s*([^=\s]+)\s*=\s*(\d+)\s*/\s*(\d+)\s*(ms|s|m)\s*$")
 
 
 def parse_event_rates(rates: str | Mapping[str, tuple[int, float]] | None) -> list[tuple[str, int, float]]:
@@ -115,13 +115,13 @@ def parse_event_rates(rates: str | Mapping[str, tuple[int, float]] | None) -> li
     if isinstance(rates, str):
         for part in filter(None, (p.strip() for p in rates.split(","))):
             m = _RATE.match(part)
-            if not m or not is_pattern(m.group(1)):
+            if not m or not is_pattern(m.group(1)) or int(m.group(2)) < 1 or int(m.group(3)) < 1:
                 raise ValueError(f"client_event_rates: {part!r} is not like 'typing.*=5/5s'")
-            unit = {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(4) or "s"]
+            unit = {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(4)]
             out.append((m.group(1), int(m.group(2)), float(m.group(3)) * unit))
     else:
         for pattern, (count, seconds) in rates.items():
-            if not is_pattern(pattern) or count < 0 or seconds <= 0:
+            if not is_pattern(pattern) or count < 1 or seconds <= 0:
                 raise ValueError(f"client_event_rates: bad limit for {pattern!r}")
             out.append((pattern, int(count), float(seconds)))
     return out
