@@ -26,7 +26,6 @@ from ._types import (
 )
 from .broadcaster import Broadcaster, BroadcastError, BroadcastResult, PublishResult, retry_delay
 from .client import RealtimeClient, TokenProvider, backoff_delay, matches_type
-from .room import RoomConnection
 
 __all__ = [
     "Acked",
@@ -49,7 +48,6 @@ __all__ = [
     "RealtimeError",
     "Reconnecting",
     "Recovery",
-    "RoomConnection",
     "RoomStatus",
     "StateChange",
     "Status",
