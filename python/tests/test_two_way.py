@@ -11,8 +11,8 @@ from typing import Any, AsyncIterator, Callable
 import pytest
 from websockets.asyncio.client import ClientConnection, connect as real_connect
 
-from helpers import Recorder, ServedWorker, TcpProxy, eventually, token_for, uid, with_deadline
-from roomcast import ClientEvent, Notification, PresenceChange, PresenceJoined, PresenceLeft, RealtimeClient
+from helpers import Gate, Recorder, ServedWorker, TcpProxy, eventually, token_for, uid, with_deadline
+from roomcast import ClientEvent, Notification, PresenceChange, PresenceJoined, PresenceLeft, RealtimeClient, TokenReason
 
 
 def _team() -> tuple[str, Callable[[str], str]]:
@@ -366,3 +366,46 @@ async def test_set_presence_is_coalesced_under_the_servers_3_per_10_s(worker: Se
     # The fourth is skipped; the newest is sent once the server's window allows it.
     await eventually(lambda: states == [1, 2, 3, 5], timeout=15, what="the newest after the window")
     assert arec["error"] == [], "nothing refused"
+
+
+async def test_presence_after_a_reconnect_is_the_new_snapshot_with_the_changes_announced(
+    worker: ServedWorker, make_client: Any
+) -> None:
+    room, token = _team()
+    gate: Gate | None = None
+
+    async def get_token(room_id: str, reason: TokenReason) -> str:
+        if gate is not None and reason == "reconnect":
+            await gate.pass_through()
+        return token("alice")
+
+    async with TcpProxy(worker.port) as proxy:
+        alice, arec = make_client(proxy.url, [room], get_token=get_token, presence=True)
+        joined: list[str] = []
+        left: list[str] = []
+        alice.on("joined", lambda j: joined.append(j.user_id))
+        alice.on("left", lambda l: left.append(l.user_id))
+        bob, _ = make_client(worker.url, [room], token=token("bob"))
+        await alice.connect()
+        await alice.wait_connected(10)
+        await bob.connect()
+        await eventually(lambda: joined == ["bob"], what="bob arrived")
+
+        gate = Gate()
+        proxy.sever()
+        await with_deadline(gate.asked.wait())  # alice holds no socket now
+        assert sorted(alice.presence(room) or {}) == ["alice", "bob"], "kept as last known meanwhile"
+        await bob.close()
+        carol, _ = make_client(worker.url, [room], token=token("carol"))
+        await carol.connect()
+        await carol.wait_connected(10)
+
+        async def only_carol() -> bool:
+            return bool((await worker.health(room))["connections"] == 1)
+
+        await eventually(only_carol, what="the room holds carol's socket alone")
+        gate.opened.set()
+        await arec.wait("connected", 2)
+        assert sorted(alice.presence(room) or {}) == ["alice", "carol"], "replaced by the new snapshot"
+        assert joined == ["bob", "carol"] and left == ["bob"], "who came and went meanwhile"
+        assert alice.presence_count(room) == 2
