@@ -16,7 +16,7 @@ import logging
 import random as _random
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Any, Awaitable, Callable, Literal, Mapping, Union
