@@ -81,7 +81,7 @@ async def test_the_clients_own_event_limits_keep_it_under_the_servers_client_eve
     room = f"team_{uid()}"
     # One client without the limit: the server refuses the third. One with it: never sent.
     blind, brec = make_client(w.url, [room], token=token_for("blind", rooms=[room]))
-    aware, arec = make_client(w.url, [room], token=token_for("aware", rooms=[room]), client_event_rates=rates)
+    aware, arec = make_client(w.url, [room], token=token_for("aware", rooms=[room]), event_rates=rates)
     for c in (blind, aware):
         await c.connect()
         await c.wait_connected(10)
@@ -92,4 +92,4 @@ async def test_the_clients_own_event_limits_keep_it_under_the_servers_client_eve
     await aware.sync(room)  # answered after the emits: any refusal of them would have come first
     assert arec["error"] == []
     with pytest.raises(ValueError, match="typing"):
-        RealtimeClient(w.url, [room], token="t", client_event_rates="cursor.move=2")
+        RealtimeClient(w.url, [room], token="t", event_rates="cursor.move=2")

@@ -70,7 +70,7 @@ async def test_a_type_handler_alone_gates_the_auto_ack(worker: ServedWorker, mak
 
 async def test_client_events_between_two_clients(worker: ServedWorker, make_client: Any) -> None:
     room, token = _team()
-    alice, arec = make_client(worker.url, [room], token=token("alice"), client_event_rates="cursor.move=2/10s")
+    alice, arec = make_client(worker.url, [room], token=token("alice"), event_rates="cursor.move=2/10s")
     bob, brec = make_client(worker.url, [room], token=token("bob"))
     to_alice: list[ClientEvent] = []
     to_bob: list[ClientEvent] = []

@@ -156,7 +156,7 @@ class RealtimeClient:
         max_frame_bytes: int | None = 16 * 2**20,
         headers: Mapping[str, str] | None = None,
         client_event_rate: int = 20,
-        client_event_rates: str | Mapping[str, tuple[int, float]] | None = None,
+        event_rates: str | Mapping[str, tuple[int, float]] | None = None,
         random: Callable[[], float] | None = None,
     ) -> None:
         base = url or os.environ.get("ROOMCAST_URL")
@@ -191,7 +191,7 @@ class RealtimeClient:
             headers=dict(headers or {}),
             random=random or _random.random,
             client_event_rate=client_event_rate,
-            client_event_rates=parse_event_rates(client_event_rates),
+            event_rates=parse_event_rates(event_rates),
         )
         self._hooks = Hooks(
             fire=self._fire,
@@ -426,7 +426,7 @@ class RealtimeClient:
         """Sends a client event (e.g. ``typing.start``) to the room's other connections; the
         server stamps it with this user's id and must allow the name (``CLIENT_EVENT_TYPES``).
         Events are not queued: False when the room is not connected, or when sending it would
-        exceed ``client_event_rate`` events per 10 s or a ``client_event_rates`` limit (the
+        exceed ``client_event_rate`` events per 10 s or an ``event_rates`` limit (the
         server would refuse it)."""
         if not isinstance(event, str) or not TYPE.match(event):
             raise ValueError(f"invalid event name {event!r}: 1-128 characters of A-Z a-z 0-9 _ . : -")

@@ -116,13 +116,13 @@ def parse_event_rates(rates: str | Mapping[str, tuple[int, float]] | None) -> li
         for part in filter(None, (p.strip() for p in rates.split(","))):
             m = _RATE.match(part)
             if not m or not is_pattern(m.group(1)) or int(m.group(2)) < 1 or int(m.group(3)) < 1:
-                raise ValueError(f"client_event_rates: {part!r} is not like 'typing.*=5/5s'")
+                raise ValueError(f"event_rates: {part!r} is not like 'typing.*=5/5s'")
             unit = {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(4)]
             out.append((m.group(1), int(m.group(2)), float(m.group(3)) * unit))
     else:
         for pattern, (count, seconds) in rates.items():
             if not is_pattern(pattern) or count < 1 or seconds <= 0:
-                raise ValueError(f"client_event_rates: bad limit for {pattern!r}")
+                raise ValueError(f"event_rates: bad limit for {pattern!r}")
             out.append((pattern, int(count), float(seconds)))
     return out
 
@@ -215,7 +215,7 @@ class Options:
     headers: Mapping[str, str]
     random: Callable[[], float]
     client_event_rate: int
-    client_event_rates: list[tuple[str, int, float]]
+    event_rates: list[tuple[str, int, float]]
 
 
 @dataclass
@@ -853,7 +853,7 @@ class RoomConnection:
         if len(recent) >= self._o.client_event_rate:
             log.debug("room %s: emit %s not sent: %d events in 10 s already", self.id, event, len(recent))
             return False
-        limited = [(p, n, w) for p, n, w in self._o.client_event_rates if matches_type(p, event)]
+        limited = [(p, n, w) for p, n, w in self._o.event_rates if matches_type(p, event)]
         for pattern, count, window in limited:
             times = _prune(self._pattern_times.setdefault(pattern, []), now, window)
             if len(times) >= count:
