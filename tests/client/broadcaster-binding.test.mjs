@@ -18,6 +18,8 @@ before(async () => {
       modules: true,
       scriptPath: path.join(ROOT, "tests/fixtures/binding-caller/worker.mjs"),
       modulesRoot: ROOT,
+      // client/ is ES modules ("type": "module"), as a bundler would take them.
+      modulesRules: [{ type: "ESModule", include: ["**/*.js"] }],
       compatibilityDate: COMPATIBILITY_DATE,
       // As `[[services]] binding = "ROOMCAST", service = "roomcast"` in the caller's wrangler.toml.
       serviceBindings: { ROOMCAST: "roomcast" },
