@@ -12,27 +12,29 @@
 //
 // Every subscriber is tracked from its first connection on: it must get every seq of its room
 // published from then on exactly once (live, or replayed when it resumes with since=), in
-// order. `lost` counts seqs a subscriber never got (a gap, or still missing at the end);
-// `duplicated` counts a (seq, attempt) it got twice (a redelivery has a new attempt, so it is
-// not a duplicate). One socket per room acks every requiresAck notification; while it is away,
-// the room's rounds go on (redeliveries) and may end in failed, as the rules say.
+// order. `lost` counts seqs a subscriber never got (still missing at the end, or a resume
+// answered recovered:false); `outOfOrder` a seq that came after a later one; `duplicated` a
+// (seq, attempt) it got twice (a redelivery has a new attempt, so it is not a duplicate). The
+// sockets, the checks and the publisher are the load tool's (bench/lib/load.mjs). One socket
+// per room acks every requiresAck notification; while it is away, the room's rounds go on
+// (redeliveries) and may end in failed, as the rules say.
 //
 // It reports, over time: workerd's RSS (from /proc), the wasm memory if the room's keyed health
-// reports `wasmMemoryBytes` (else n/a), sockets open, publishes, frames, reconnects, lost and
-// duplicated counts, and publish→frame latency percentiles of live frames. Publishers behave as
-// handlers do: each publish carries an Idempotency-Key and is retried with it when the request
-// fails on the network (counted as retries). It exits 1 when any notification was lost or
-// duplicated, a publish failed after its retries, or the mean RSS of the last quarter of the
-// measured run exceeds the first quarter's by more than --rss-bound percent. The bound is +25 %:
-// the runtime's heap and caches grow for the first minutes of load and then level off (hence
-// the warm-up), while a leak of a few KiB per publish or per reconnect (15,000 publishes and
-// over 10,000 reconnects in 10 minutes) shows far beyond it.
+// reports `wasmMemoryBytes` (else n/a), sockets open, publishes, frames, reconnects, lost,
+// duplicated and out-of-order counts, and publish→frame latency percentiles of live frames.
+// Publishers behave as handlers do: each publish carries an Idempotency-Key and is retried with it
+// when the request fails on the network (counted as retries). It exits 1 when any notification was
+// lost, duplicated or out of order, a publish failed after its retries, or the mean RSS of the last
+// quarter of the measured run exceeds the first quarter's by more than --rss-bound percent. The
+// bound is +25 %: the runtime's heap and caches grow for the first minutes of load and then level
+// off (hence the warm-up), while a leak of a few KiB per publish or per reconnect (15,000 publishes
+// and over 10,000 reconnects in 10 minutes) shows far beyond it.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Agent, request as httpRequest } from "node:http";
 import WebSocket from "ws";
 import { ROOT, BENCH, API_KEY, Runtime } from "./lib/peers.mjs";
+import { Publisher, Subscriber, Tally } from "./lib/load.mjs";
 import { token } from "./lib/client.mjs";
 import { rssKiB } from "./lib/proc.mjs";
 
@@ -78,8 +80,6 @@ const WARMUP_MS = opts.warmup * 60_000;
 const SAMPLE_MS = Math.min(5000, Math.max(500, DURATION_MS / 40));
 const REPORT_MS = opts["report-every"] > 0 ? opts["report-every"] * 1000 : Math.max(10_000, DURATION_MS / 20);
 const ACK = { ACK_RETRY_INTERVAL_MS: "2000", ACK_MAX_ATTEMPTS: "3" };
-/** How far back a redelivery can reach, in seqs: rounds last ACK_MAX_ATTEMPTS intervals. */
-const WINDOW = 512;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (line) => console.log(line);
@@ -96,113 +96,29 @@ for (const f of ["index.js", "index_bg.wasm"]) fs.copyFileSync(path.join(buildDi
 // Durable Object storage in a directory of our own, so its size on disk is reported next to RSS.
 const persist = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-soak-"));
 const rt = await Runtime.start({ name: "roomcast", kind: "roomcast", dir: copy, bindings: ACK }, { persist });
-// workerd closes a keep-alive connection after 5 s idle (measured); dropping ours at 4 s avoids
-// sending a request into a connection the server is closing (an ECONNRESET, not a lost publish).
-const agent = new Agent({ keepAlive: true, maxSockets: 64, timeout: 4000 });
-const base = new URL(rt.base);
-
-function http(method, pathname, body, headers = {}) {
-  const text = body === undefined ? undefined : JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({
-      host: base.hostname, port: base.port, path: pathname, method, agent,
-      headers: { authorization: `Bearer ${API_KEY}`, ...headers, ...(text ? { "content-type": "application/json", "content-length": Buffer.byteLength(text) } : {}) },
-    }, (res) => {
-      const chunks = [];
-      res.on("data", (c) => chunks.push(c));
-      res.on("end", () => {
-        const t = Buffer.concat(chunks).toString();
-        let parsed = t;
-        try { parsed = JSON.parse(t); } catch {}
-        resolve({ status: res.statusCode, body: parsed });
-      });
-    });
-    req.on("error", reject);
-    req.end(text);
-  });
-}
+// Keep-alive connections are dropped after 4 s idle, before workerd's 5 s (see Publisher).
+const http = new Publisher({ base: rt.base, apiKey: API_KEY, maxSockets: 64, idleMs: 4000 });
 
 // ---- state ----
 const rooms = Array.from({ length: opts.rooms }, (_, i) => ({ id: `soak_${i}`, lastSeq: 0, acked: 0 }));
-const stats = {
-  publishes: 0, publishErrors: 0, publishRetries: 0, inflight: 0, frames: 0, redeliveries: 0, reconnects: 0,
-  lost: 0, duplicated: 0, connectErrors: 0, latencies: [], allLatencies: [],
-};
-const errors = [];
-const note = (msg) => { if (errors.length < 20) errors.push(`${((performance.now() - t0) / 1000).toFixed(0)} s: ${msg}`); };
-const subs = Array.from({ length: opts.sockets }, (_, i) => ({
-  i,
-  room: rooms[i % opts.rooms],
-  acker: i < opts.rooms,
-  tok: token(`soak-${i}`),
-  ws: null,
-  state: "idle", // idle | connecting | open | away
-  lastSeq: null, // the last seq it has; null before its first connection
-  firstSeq: null, // the room's last seq when it first connected: it must get everything after
-  seen: new Map(), // seq -> bitmask of attempts got, for the last WINDOW seqs
-  connectedAt: 0,
-}));
-
-function connect(s) {
-  s.state = "connecting";
-  const qs = new URLSearchParams({ token: s.tok });
-  if (s.lastSeq !== null) qs.set("since", String(s.lastSeq));
-  const ws = new WebSocket(`${rt.wsBase}/rooms/${s.room.id}/subscribe?${qs}`, { perMessageDeflate: false });
-  s.ws = ws;
-  ws.on("message", (data) => onFrame(s, ws, data));
-  ws.on("error", (e) => {
-    if (s.state !== "connecting") return;
-    stats.connectErrors++;
-    note(`connect ${s.room.id}: ${e.message}`);
-  });
-  ws.on("close", () => {
-    if (s.ws !== ws) return;
-    s.ws = null;
+const stats = { publishes: 0, publishErrors: 0, publishRetries: 0, inflight: 0, reconnects: 0, allLatencies: [] };
+const tally = new Tally();
+const note = (msg) => tally.note(msg);
+const subs = Array.from({ length: opts.sockets }, (_, i) => {
+  const room = rooms[i % opts.rooms];
+  const acker = i < opts.rooms;
+  return Object.assign(new Subscriber({
+    wsBase: rt.wsBase, room: room.id, token: token(`soak-${i}`), tally, label: `${room.id} sub ${i}`,
+    // One socket per room acks what needs it; the others let the rounds go on.
+    onNotification: (_s, f, ws) => {
+      if (acker && f.requiresAck && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "ack", notificationId: f.id }));
+    },
     // Dropped while we did not ask for it: come back as a client would.
-    if (s.state !== "away") {
-      s.state = "away";
-      setTimeout(() => { if (s.state === "away" && running.reconnect) { stats.reconnects++; connect(s); } }, 100 + Math.random() * 1000);
-    }
-  });
-}
-
-function onFrame(s, ws, data) {
-  if (s.ws !== ws) return;
-  const f = JSON.parse(data.toString());
-  if (f.type === "connected") {
-    s.state = "open";
-    s.connectedAt = performance.now();
-    if (s.lastSeq === null) s.lastSeq = s.firstSeq = f.lastSeq; // the subscription starts here
-    if (f.recovered === false) { stats.lost++; note(`${s.room.id} sub ${s.i}: recovered:false after since=${s.lastSeq}`); }
-    return;
-  }
-  if (typeof f.seq !== "number") return;
-  stats.frames++;
-  if (s.acker && f.requiresAck && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "ack", notificationId: f.id }));
-  // Published before this subscriber's first connection: the offline queue or a round, not its business.
-  if (f.seq <= s.firstSeq) return;
-  const bit = 1 << Math.min(f.attempt, 30);
-  if (f.seq > s.lastSeq) {
-    if (f.seq > s.lastSeq + 1) {
-      stats.lost += f.seq - s.lastSeq - 1;
-      note(`${s.room.id} sub ${s.i}: got seq ${f.seq} after ${s.lastSeq}`);
-    }
-    s.lastSeq = f.seq;
-    s.seen.set(f.seq, bit);
-    if (s.seen.size > WINDOW * 2) for (const k of s.seen.keys()) { if (k > s.lastSeq - WINDOW) break; s.seen.delete(k); }
-    // A frame published after this connection was made is live, not replayed.
-    if (f.attempt === 1 && typeof f.data?.t === "number" && f.data.t >= s.connectedAt) stats.latencies.push(performance.now() - f.data.t);
-  } else {
-    const mask = s.seen.get(f.seq);
-    if (mask === undefined || mask & bit || f.attempt === 1) {
-      stats.duplicated++;
-      note(`${s.room.id} sub ${s.i}: seq ${f.seq} attempt ${f.attempt} again (last ${s.lastSeq})`);
-    } else {
-      stats.redeliveries++;
-      s.seen.set(f.seq, mask | bit);
-    }
-  }
-}
+    onClose: (s) => setTimeout(() => { if (s.state === "away" && running.reconnect) { stats.reconnects++; s.connect(); } }, 100 + Math.random() * 1000),
+  }), { i, roomState: room });
+});
+/** Seqs subscribers have missed so far (a gap), or for good (recovered:false). */
+const lostSoFar = () => subs.reduce((n, s) => n + s.missing.size, tally.unrecovered);
 
 // ---- the run ----
 const running = { publish: true, churn: true, reconnect: true };
@@ -216,7 +132,7 @@ log(`machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? "?"}, ${Math.round
 
 // Open every socket, 100 at a time.
 for (let i = 0; i < subs.length; i += 100) {
-  subs.slice(i, i + 100).forEach(connect);
+  subs.slice(i, i + 100).forEach((s) => s.connect());
   const deadline = Date.now() + 60_000;
   while (subs.slice(i, i + 100).some((s) => s.state !== "open")) {
     if (Date.now() > deadline) { console.error("soak: sockets did not open within 60 s"); process.exit(1); }
@@ -230,19 +146,11 @@ if (WARMUP_MS) log(`warm-up for ${opts.warmup} min (not measured), then ${opts.m
 
 /** One publish, retried with its Idempotency-Key while the request fails on the network. */
 async function publishOnce(room, msg, key) {
-  for (let attempt = 1; ; attempt++) {
-    let r;
-    try {
-      r = await http("POST", `/rooms/${room.id}/broadcast`, msg, { "idempotency-key": key });
-    } catch (e) {
-      if (attempt >= 3) throw e;
-      stats.publishRetries++;
-      note(`publish ${room.id} retried after ${e.code ?? e.message}`);
-      continue;
-    }
-    if (r.status !== 200) throw new Error(`HTTP ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
-    return r.body;
-  }
+  const r = await http.publish(room.id, msg, key, {
+    onRetry: (e) => { stats.publishRetries++; note(`publish ${room.id} retried after ${e.code ?? e.message}`); },
+  });
+  if (r.status !== 200) throw new Error(`HTTP ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
+  return r.body;
 }
 
 async function publisher() {
@@ -281,18 +189,16 @@ async function churner() {
       debt--;
       const s = subs[Math.floor(Math.random() * subs.length)];
       if (s.state !== "open") continue;
-      s.state = "away";
       // Half close politely, half just vanish (a phone losing signal).
-      if (Math.random() < 0.5) s.ws.close(1000); else s.ws.terminate();
-      s.ws = null;
-      setTimeout(() => { if (running.reconnect && s.state === "away" && !s.ws) { stats.reconnects++; connect(s); } }, Math.random() * 3000);
+      s.drop({ terminate: Math.random() >= 0.5 });
+      setTimeout(() => { if (running.reconnect && s.state === "away" && !s.ws) { stats.reconnects++; s.connect(); } }, Math.random() * 3000);
     }
   }
 }
 
 async function wasmBytes() {
   try {
-    const r = await http("GET", `/rooms/${rooms[0].id}/health`);
+    const r = await http.request("GET", `/rooms/${rooms[0].id}/health`);
     return typeof r.body?.wasmMemoryBytes === "number" ? r.body.wasmMemoryBytes : null;
   } catch { return null; }
 }
@@ -308,8 +214,8 @@ async function reporter() {
     if (performance.now() - lastReport < REPORT_MS - 100 && running.publish) continue;
     const secs = (performance.now() - lastReport) / 1000;
     lastReport = performance.now();
-    const lat = stats.latencies;
-    stats.latencies = [];
+    const lat = tally.latencies;
+    tally.latencies = [];
     if (performance.now() >= measureStart) for (const x of lat) stats.allLatencies.push(x);
     const wasm = await wasmBytes();
     const row = {
@@ -321,21 +227,22 @@ async function reporter() {
       open: subs.filter((s) => s.state === "open").length,
       publishes: stats.publishes,
       publishesPerS: +((stats.publishes - lastPublishes) / secs).toFixed(1),
-      framesPerS: Math.round((stats.frames - lastFrames) / secs),
+      framesPerS: Math.round((tally.frames - lastFrames) / secs),
       reconnects: stats.reconnects,
-      redeliveries: stats.redeliveries,
-      lost: stats.lost,
-      duplicated: stats.duplicated,
+      redeliveries: tally.redeliveries,
+      lost: lostSoFar(),
+      duplicated: tally.duplicated,
+      outOfOrder: tally.outOfOrder,
       p50: +percentile(lat, 50).toFixed(1),
       p99: +percentile(lat, 99).toFixed(1),
       max: +percentile(lat, 100).toFixed(1),
     };
-    lastFrames = stats.frames;
+    lastFrames = tally.frames;
     lastPublishes = stats.publishes;
     rows.push(row);
     log(`${String(row.t).padStart(5)} s  rss ${row.rssMiB} MiB (anon ${row.anonMiB})  storage ${row.storageMiB} MiB  wasm ${row.wasmMiB ?? "n/a"}${row.wasmMiB === null ? "" : " MiB"}  open ${row.open}  ` +
       `publishes ${row.publishes} (${row.publishesPerS}/s)  frames ${row.framesPerS}/s  reconnects ${row.reconnects}  redeliveries ${row.redeliveries}  ` +
-      `lost ${row.lost}  dup ${row.duplicated}  latency p50 ${row.p50} p99 ${row.p99} max ${row.max} ms`);
+      `lost ${row.lost}  dup ${row.duplicated}  out of order ${row.outOfOrder}  latency p50 ${row.p50} p99 ${row.p99} max ${row.max} ms`);
   }
 }
 
@@ -347,13 +254,13 @@ await Promise.all(loops);
 while (stats.inflight > 0) await sleep(20);
 
 // ---- the end: everyone comes back and catches up ----
-for (const s of subs) if (s.state === "away" && !s.ws) { stats.reconnects++; connect(s); }
+for (const s of subs) if (s.state === "away" && !s.ws) { stats.reconnects++; s.connect(); }
 const settleDeadline = Date.now() + 60_000;
-const behind = () => subs.filter((s) => s.state !== "open" || s.lastSeq < s.room.lastSeq);
+const behind = () => subs.filter((s) => s.state !== "open" || s.lastSeq < s.roomState.lastSeq);
 while (behind().length && Date.now() < settleDeadline) await sleep(100);
 running.reconnect = false;
 const missing = behind();
-for (const s of missing) stats.lost += Math.max(0, s.room.lastSeq - (s.lastSeq ?? 0));
+const lost = subs.reduce((n, s) => n + s.lost(s.roomState.lastSeq), tally.unrecovered);
 if (missing.length) note(`${missing.length} sockets still behind 60 s after the end`);
 
 const quarter = (from, to) => mean(samples.filter((x) => x.t >= from * DURATION_MS && x.t < to * DURATION_MS).map((x) => x.rss));
@@ -366,35 +273,36 @@ const result = {
   command: `node bench/soak.mjs ${process.argv.slice(2).join(" ")}`.trim(),
   options: opts,
   machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version, load: os.loadavg() },
-  publishes: stats.publishes, publishErrors: stats.publishErrors, publishRetries: stats.publishRetries, frames: stats.frames, reconnects: stats.reconnects,
-  redeliveries: stats.redeliveries, lost: stats.lost, duplicated: stats.duplicated, connectErrors: stats.connectErrors,
+  publishes: stats.publishes, publishErrors: stats.publishErrors, publishRetries: stats.publishRetries, frames: tally.frames, reconnects: stats.reconnects,
+  redeliveries: tally.redeliveries, lost, duplicated: tally.duplicated, outOfOrder: tally.outOfOrder, connectErrors: tally.connectErrors,
   latencyMs: { measured: "live frames after the warm-up", p50: percentile(all, 50), p90: percentile(all, 90), p99: percentile(all, 99), max: percentile(all, 100), n: all.length },
   rssMiB: { firstQuarter: firstQ / 1024, lastQuarter: lastQ / 1024, growthPct: growth, bound: opts["rss-bound"] },
   wasmMiB: wasmEnd === null ? null : wasmEnd / 2 ** 20,
   rows,
-  errors,
+  errors: tally.errors,
 };
 const failures = [];
-if (stats.lost) failures.push(`${stats.lost} lost`);
-if (stats.duplicated) failures.push(`${stats.duplicated} duplicated`);
+if (lost) failures.push(`${lost} lost`);
+if (tally.duplicated) failures.push(`${tally.duplicated} duplicated`);
+if (tally.outOfOrder) failures.push(`${tally.outOfOrder} out of order`);
 if (stats.publishErrors) failures.push(`${stats.publishErrors} publishes failed`);
 if (Number.isNaN(growth)) failures.push("too few RSS samples to compare the quarters (a longer --minutes)");
 else if (!(growth <= opts["rss-bound"])) failures.push(`RSS grew ${growth.toFixed(1)} % from the first quarter to the last (bound ${opts["rss-bound"]} %)`);
 result.pass = failures.length === 0;
 
 log(`\nsoak ${result.pass ? "PASSED" : "FAILED"}${failures.length ? `: ${failures.join(", ")}` : ""}`);
-log(`  ${stats.publishes} publishes (${stats.publishRetries} retried with their key after a network error), ${stats.frames} notification frames, ${stats.reconnects} reconnects, ${stats.redeliveries} redeliveries; lost ${stats.lost}, duplicated ${stats.duplicated}`);
+log(`  ${stats.publishes} publishes (${stats.publishRetries} retried with their key after a network error), ${tally.frames} notification frames, ${stats.reconnects} reconnects, ${tally.redeliveries} redeliveries; lost ${lost}, duplicated ${tally.duplicated}, out of order ${tally.outOfOrder}`);
 log(`  latency publish→frame (live frames, n=${all.length}): p50 ${result.latencyMs.p50.toFixed(1)} ms, p90 ${result.latencyMs.p90.toFixed(1)} ms, p99 ${result.latencyMs.p99.toFixed(1)} ms, max ${result.latencyMs.max.toFixed(1)} ms`);
 log(`  workerd RSS: first quarter ${(firstQ / 1024).toFixed(1)} MiB, last quarter ${(lastQ / 1024).toFixed(1)} MiB (${growth >= 0 ? "+" : ""}${growth.toFixed(1)} %, bound +${opts["rss-bound"]} %); wasm memory ${wasmEnd === null ? "n/a (health has no wasmMemoryBytes)" : `${(wasmEnd / 2 ** 20).toFixed(2)} MiB`}`);
-for (const e of errors) log(`  ! ${e}`);
+for (const e of tally.errors) log(`  ! ${e}`);
 
 const out = opts.json || path.join(BENCH, "results", `soak-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
 fs.mkdirSync(path.dirname(out), { recursive: true });
 fs.writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
 log(`  result: ${path.relative(process.cwd(), out)}`);
 
-for (const s of subs) s.ws?.terminate();
-agent.destroy();
+for (const s of subs) s.close({ terminate: true });
+http.close();
 await rt.dispose();
 fs.rmSync(persist, { recursive: true, force: true });
 process.exit(result.pass ? 0 : 1);

@@ -23,7 +23,7 @@ export const EVENTS = Object.freeze({
   createTask: "app/task.create.requested", // data: {title, projectId?}
   completeTask: "app/task.complete.requested", // data: {taskId}
   createProject: "app/project.create.requested", // data: {name}
-  sendMessage: "app/conversation.message.sent", // data: {conversationId, text}
+  sendMessage: "app/conversation.message.sent", // data: {threadId, text}
 });
 
 /**
@@ -187,17 +187,18 @@ export function createFunctions({ inngest: client = inngest, broadcaster = creat
     {
       id: "reply-to-message",
       triggers: [{ event: EVENTS.sendMessage }],
-      onFailure: notify.failure("conversation.message.failed", (d) => ({ conversationId: d?.conversationId })),
+      onFailure: notify.failure("conversation.response.failed", (d) => ({ threadId: d?.threadId })),
     },
     async (ctx) => {
       const { event, step } = ctx;
       const { userId } = who(event);
-      const { conversationId, text } = event.data;
-      const message = await step.run("save-message", () => store.insert("message", { userId, conversationId, text, role: "user" }));
+      const { threadId, text } = event.data;
+      const message = await step.run("save-message", () => store.insert("message", { userId, threadId, text, role: "user" }));
       const answer = await step.run("generate-reply", () => store.reply(text));
-      const reply = await step.run("save-reply", () => store.insert("message", { conversationId, text: answer, role: "assistant" }));
-      await notify.success(ctx, "conversation.message.completed", {
-        conversationId, messageId: message.id, replyId: reply.id, reply: answer,
+      const reply = await step.run("save-reply", () => store.insert("message", { threadId, text: answer, role: "assistant" }));
+      // The names and fields the original app's chat listens for.
+      await notify.success(ctx, "conversation.response.generated", {
+        threadId, userMessageId: message.id, assistantMessageId: reply.id, response: answer,
       });
       return reply;
     },

@@ -59,11 +59,9 @@ elif [ ! -x .venv/bin/python ]; then
   say "no python3 >= 3.11: skipping the Python client's venv (its tests need it)"
 fi
 
-# Local development settings: copied once, never overwritten.
-if [ ! -f .dev.vars ]; then
-  cp .dev.vars.example .dev.vars
-  say "created .dev.vars from .dev.vars.example"
-fi
+# Local development settings: copied once; later, keys new in the example are added, and the
+# ones already there are left as they are.
+bash scripts/dev-vars.sh .dev.vars.example .dev.vars
 
 # Headless Chromium for the browser test (tests/client/browser.test.mjs), from Debian's packages
 # (playwright's own browser downloads cannot be reached). Only as root, only when missing, and

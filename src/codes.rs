@@ -13,6 +13,8 @@ pub enum Close {
     RateLimited,
     /// 4003: the 10th invalid frame within the strike window.
     InvalidFrames,
+    /// 4008: nothing received from the connection for `IDLE_TIMEOUT_SECONDS`.
+    Idle,
     /// 1009: a frame over `MAX_MESSAGE_BYTES`.
     TooBig,
     /// 1011: the room failed while setting the connection up.
@@ -27,6 +29,7 @@ impl Close {
             Close::TokenExpired => 4001,
             Close::RateLimited => 4002,
             Close::InvalidFrames => 4003,
+            Close::Idle => 4008,
             Close::TooBig => 1009,
             Close::Internal => 1011,
             Close::Echo(code) => code,
@@ -39,6 +42,7 @@ impl Close {
             Close::TokenExpired => "token expired",
             Close::RateLimited => "rate limit exceeded persistently",
             Close::InvalidFrames => "invalid messages persistently",
+            Close::Idle => "idle",
             Close::TooBig => "frame larger than MAX_MESSAGE_BYTES",
             Close::Internal => "internal error",
             Close::Echo(_) => "",
@@ -55,10 +59,11 @@ impl Close {
     }
 
     /// Every code the server chooses itself, for the docs check.
-    pub const SERVER: [Close; 5] = [
+    pub const SERVER: [Close; 6] = [
         Close::TokenExpired,
         Close::RateLimited,
         Close::InvalidFrames,
+        Close::Idle,
         Close::TooBig,
         Close::Internal,
     ];

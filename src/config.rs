@@ -1,6 +1,7 @@
 //! Settings: the Worker's vars and secrets (docs/operations.md, "Settings"), parsed once into types.
 
 use crate::error::ApiError;
+use crate::limits::EventRate;
 use crate::protocol::TypePattern;
 
 /// Every setting (docs/operations.md) with its default applied.
@@ -39,6 +40,10 @@ pub struct Settings {
     pub max_client_event_bytes: usize,
     /// Client events per connection per 10 s.
     pub client_event_rate: u32,
+    /// Limits per client event name pattern, on top of `client_event_rate`.
+    pub client_event_rates: Vec<EventRate>,
+    /// Connections silent this long are closed (4008); 0 turns it off.
+    pub idle_timeout_seconds: u64,
     /// Development conveniences (the demo page's token minting and publish form). Never set in
     /// production: `DEV_MODE=true` in `.dev.vars` only.
     pub dev_mode: bool,
@@ -65,6 +70,8 @@ impl Default for Settings {
             client_event_types: Vec::new(),
             max_client_event_bytes: 4096,
             client_event_rate: 20,
+            client_event_rates: Vec::new(),
+            idle_timeout_seconds: 300,
             dev_mode: false,
         }
     }
@@ -143,6 +150,17 @@ impl Settings {
             )? as usize,
             client_event_rate: number(&text, "CLIENT_EVENT_RATE", d.client_event_rate.into())?
                 as u32,
+            client_event_rates: EventRate::parse_list(
+                &text("CLIENT_EVENT_RATES").unwrap_or_default(),
+            )
+            .map_err(|reason| ApiError::Misconfigured {
+                setting: "CLIENT_EVENT_RATES",
+                reason,
+            })?,
+            idle_timeout_seconds: match text("IDLE_TIMEOUT_SECONDS").as_deref() {
+                Some("0") => 0,
+                _ => number(&text, "IDLE_TIMEOUT_SECONDS", d.idle_timeout_seconds)?,
+            },
             dev_mode: matches!(text("DEV_MODE").as_deref(), Some("true" | "1")),
         })
     }
@@ -213,6 +231,26 @@ mod tests {
             assert!(err.message().contains("ACK_MAX_ATTEMPTS"), "{bad}");
         }
         assert_eq!(from(&[("HISTORY_LIMIT", "5")]).unwrap().history_limit, 5);
+    }
+
+    #[test]
+    fn idle_timeout_and_event_rates() {
+        let d = Settings::default();
+        assert_eq!(
+            (d.idle_timeout_seconds, d.client_event_rates.len()),
+            (300, 0)
+        );
+        let s = from(&[
+            ("IDLE_TIMEOUT_SECONDS", "0"),
+            ("CLIENT_EVENT_RATES", "typing.*=5/5s,cursor.move=30/1s"),
+        ])
+        .unwrap();
+        assert_eq!(s.idle_timeout_seconds, 0, "0 turns it off");
+        assert_eq!(s.client_event_rates.len(), 2);
+        let err = from(&[("CLIENT_EVENT_RATES", "typing.*=5")]).unwrap_err();
+        assert!(err.message().contains("CLIENT_EVENT_RATES"));
+        let err = from(&[("IDLE_TIMEOUT_SECONDS", "-1")]).unwrap_err();
+        assert!(err.message().contains("IDLE_TIMEOUT_SECONDS"));
     }
 
     #[test]

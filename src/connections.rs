@@ -26,6 +26,9 @@ pub struct Attachment {
     /// Whether the connection asked for presence frames (`presence=1`).
     #[serde(default)]
     pub presence: bool,
+    /// Whether it accepts `batch` frames (`batch=1`).
+    #[serde(default)]
+    pub batch: bool,
     /// Its user's presence state (JSON object text), when it last changed, and since when the
     /// user has been present: kept on every connection of the user, so the room's presence can
     /// be rebuilt from whichever sockets are still open.
@@ -35,6 +38,10 @@ pub struct Attachment {
     pub state_at: i64,
     #[serde(default)]
     pub since: i64,
+    /// When the room last recorded a frame from it (ms; see [`crate::idle`]); 0 in
+    /// attachments written before it was kept.
+    #[serde(default)]
+    pub seen_at: i64,
 }
 
 fn empty_state() -> String {
@@ -52,6 +59,8 @@ impl Attachment {
             closes_at: time::token_close_ms(self.exp, leeway_secs),
             filter: TypeFilter::from_stored(&self.types),
             presence: self.presence,
+            batch: self.batch,
+            seen_at: self.seen_at,
         }
     }
 
@@ -91,6 +100,17 @@ pub struct Connection<S> {
     pub filter: TypeFilter,
     /// Whether it gets presence frames (`presence=1`).
     pub presence: bool,
+    /// Whether it accepts `batch` frames (`batch=1`).
+    pub batch: bool,
+    /// When the room last recorded a frame from it (ms).
+    pub seen_at: i64,
+}
+
+/// Who a frame came from: a connection's id and its user (the token's `sub`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnRef {
+    pub id: String,
+    pub sub: String,
 }
 
 /// The set of live connections.
@@ -151,9 +171,11 @@ impl<S> Connections<S> {
             exp: c.exp,
             types: c.filter.patterns(),
             presence: c.presence,
+            batch: c.batch,
             state: user.map_or_else(empty_state, |u| u.state.clone()),
             state_at: user.map_or(0, |u| u.state_at),
             since: user.map_or(0, |u| u.since),
+            seen_at: c.seen_at,
         })
     }
 
@@ -214,8 +236,23 @@ impl<S> Connections<S> {
         Some(c)
     }
 
+    /// The id and user of a connection.
+    pub fn conn_ref(&self, id: &str) -> Option<ConnRef> {
+        self.get(id).map(|c| ConnRef {
+            id: c.id.clone(),
+            sub: c.sub.clone(),
+        })
+    }
+
     pub fn get(&self, id: &str) -> Option<&Connection<S>> {
         self.index.get(id).map(|&i| &self.list[i])
+    }
+
+    /// Records a frame from a connection at `now`.
+    pub fn seen(&mut self, id: &str, now: i64) {
+        if let Some(&i) = self.index.get(id) {
+            self.list[i].seen_at = now;
+        }
     }
 
     /// The connection's filter, to change it (subscribe / unsubscribe).
@@ -257,6 +294,8 @@ mod tests {
             closes_at,
             filter: TypeFilter::from_query(types).unwrap(),
             presence: false,
+            batch: false,
+            seen_at: 0,
         }
     }
 
@@ -325,9 +364,11 @@ mod tests {
             exp: 1_900_000_000,
             types: vec!["note.*".into()],
             presence: true,
+            batch: true,
             state: r#"{"away":true}"#.into(),
             state_at: 5,
             since: 3,
+            seen_at: 7,
         };
         assert_eq!(Attachment::from_json(&a.to_json()), Some(a.clone()));
         assert_eq!(Attachment::from_json("{}"), None);

@@ -30,6 +30,8 @@ pub struct Subscription {
     pub types: Vec<String>,
     /// `presence=1`.
     pub presence: bool,
+    /// `batch=1`.
+    pub batch: bool,
     /// When the Worker received the upgrade (ms): the connect's latency in the log.
     pub received_at: i64,
 }
@@ -109,6 +111,7 @@ impl Call {
                     since,
                     types,
                     presence,
+                    batch,
                     received_at,
                 } = asked;
                 field("at", &received_at.to_string());
@@ -120,6 +123,9 @@ impl Call {
                 field("types", &types.join(","));
                 if *presence {
                     field("presence", "1");
+                }
+                if *batch {
+                    field("batch", "1");
                 }
             }
             Call::Probe { sub, .. } => field("sub", sub),
@@ -174,6 +180,7 @@ impl Call {
                         .map(str::to_owned)
                         .collect(),
                     presence: get("presence") == Some("1"),
+                    batch: get("batch") == Some("1"),
                     received_at: get("at")?.parse().ok()?,
                 },
             },
@@ -222,6 +229,7 @@ mod tests {
                     since: Some(7),
                     types: vec!["job.*".into(), "a".into()],
                     presence: true,
+                    batch: true,
                     received_at: 1_768_903_200_000,
                 },
             },
@@ -233,6 +241,7 @@ mod tests {
                     since: None,
                     types: vec![],
                     presence: false,
+                    batch: false,
                     received_at: 0,
                 },
             },

@@ -17,12 +17,15 @@
 //! | Presence | [`presence`] |
 //! | Frame limits | [`limits`] |
 //! | Close codes and log events | [`codes`] |
+//! | When the room's alarm must run | [`alarm`] |
+//! | Idle connections (4008) | [`idle`] |
 //! | HTTP answers and errors | [`answer`], [`error`] |
 //! | Settings | [`config`] |
 //!
 //! Between the Worker and a room: [`internal`] (the call, in the internal URL), [`query`] (URL
 //! parts), [`json`] (frames and log lines written in one pass), [`time`].
 
+pub mod alarm;
 pub mod answer;
 pub mod auth;
 pub mod codes;
@@ -30,6 +33,7 @@ pub mod config;
 pub mod connections;
 pub mod delivery;
 pub mod error;
+pub mod idle;
 pub mod internal;
 pub mod json;
 pub mod limits;

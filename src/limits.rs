@@ -84,6 +84,15 @@ impl Window {
 
     /// Takes one event at `now`; false when the window is full (nothing is recorded then).
     pub fn take(&mut self, now_ms: i64) -> bool {
+        if !self.has_room(now_ms) {
+            return false;
+        }
+        self.times.push_back(now_ms);
+        true
+    }
+
+    /// Whether one more event fits at `now` (records nothing).
+    pub fn has_room(&mut self, now_ms: i64) -> bool {
         while self
             .times
             .front()
@@ -91,11 +100,80 @@ impl Window {
         {
             self.times.pop_front();
         }
-        if self.times.len() >= self.max {
-            return false;
-        }
-        self.times.push_back(now_ms);
-        true
+        self.times.len() < self.max
+    }
+}
+
+/// A limit on client events whose name matches a pattern (`CLIENT_EVENT_RATES`), on top of
+/// `CLIENT_EVENT_RATE`: `typing.*=5/5s` is at most 5 `typing.*` events per 5 s per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRate {
+    pub pattern: TypePattern,
+    pub max: u32,
+    pub window_ms: i64,
+}
+
+impl EventRate {
+    /// Parses `pattern=N/5s,other=M/500ms` (durations in `ms`, `s` or `m`); empty is none.
+    pub fn parse_list(raw: &str) -> Result<Vec<EventRate>, String> {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(EventRate::parse)
+            .collect()
+    }
+
+    fn parse(item: &str) -> Result<EventRate, String> {
+        let bad = || {
+            format!("invalid rate {item:?}: expected pattern=COUNT/DURATION, e.g. typing.*=5/5s")
+        };
+        let (pattern, rate) = item.split_once('=').ok_or_else(bad)?;
+        let pattern = TypePattern::parse(pattern.trim())?;
+        let (count, window) = rate.trim().split_once('/').ok_or_else(bad)?;
+        let max: u32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(bad)?;
+        let window = window.trim();
+        let (digits, unit_ms) = if let Some(d) = window.strip_suffix("ms") {
+            (d, 1)
+        } else if let Some(d) = window.strip_suffix('s') {
+            (d, 1_000)
+        } else if let Some(d) = window.strip_suffix('m') {
+            (d, 60_000)
+        } else {
+            return Err(bad());
+        };
+        let n: i64 = digits
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(bad)?;
+        Ok(EventRate {
+            pattern,
+            max,
+            window_ms: n.checked_mul(unit_ms).ok_or_else(bad)?,
+        })
+    }
+}
+
+/// What an `emit` is checked against (from the settings).
+#[derive(Debug, Clone, Copy)]
+pub struct EventRules<'a> {
+    /// `CLIENT_EVENT_TYPES`.
+    pub allowed: &'a [TypePattern],
+    /// `CLIENT_EVENT_RATES`.
+    pub per_event: &'a [EventRate],
+    /// `MAX_CLIENT_EVENT_BYTES`.
+    pub max_bytes: usize,
+}
+
+impl Window {
+    fn of(rate: &EventRate) -> Window {
+        Window::new(rate.max, rate.window_ms)
     }
 }
 
@@ -123,6 +201,8 @@ pub struct ConnectionGuard {
     pub presence: Window,
     /// Client events (`emit`).
     pub events: Window,
+    /// Client events per `CLIENT_EVENT_RATES` entry (in its order), made on the first emit.
+    per_event: Vec<Window>,
 }
 
 /// The per-connection rates a guard enforces (from the settings).
@@ -146,6 +226,7 @@ impl ConnectionGuard {
             invalid: Strikes::default(),
             presence: Window::new(rates.presence_sets, rates.window_ms),
             events: Window::new(rates.events, rates.window_ms),
+            per_event: Vec::new(),
         }
     }
 
@@ -168,33 +249,50 @@ impl ConnectionGuard {
     }
 
     /// Whether an `emit` of `event` with `data_len` bytes of data may go ahead: allowed by
-    /// `CLIENT_EVENT_TYPES`, within `MAX_CLIENT_EVENT_BYTES`, within `CLIENT_EVENT_RATE`.
-    pub fn emit(
-        &mut self,
-        event: &str,
-        data_len: usize,
-        allowed: &[TypePattern],
-        max_bytes: usize,
-        now_ms: i64,
-    ) -> Check {
-        if !allowed.iter().any(|p| p.matches(event)) {
-            Err((
+    /// `CLIENT_EVENT_TYPES`, within `MAX_CLIENT_EVENT_BYTES`, within `CLIENT_EVENT_RATE` and
+    /// within every `CLIENT_EVENT_RATES` entry its name matches. A refused event counts against
+    /// no rate.
+    pub fn emit(&mut self, event: &str, data_len: usize, rules: EventRules, now_ms: i64) -> Check {
+        if !rules.allowed.iter().any(|p| p.matches(event)) {
+            return Err((
                 FrameError::EventNotAllowed,
                 "this event name is not allowed by CLIENT_EVENT_TYPES",
-            ))
-        } else if data_len > max_bytes {
-            Err((
+            ));
+        }
+        if data_len > rules.max_bytes {
+            return Err((
                 FrameError::TooLarge,
                 "event data larger than MAX_CLIENT_EVENT_BYTES",
-            ))
-        } else if !self.events.take(now_ms) {
-            Err((
+            ));
+        }
+        if !self.events.has_room(now_ms) {
+            return Err((
                 FrameError::RateLimited,
                 "too many events: at most CLIENT_EVENT_RATE per 10 s",
-            ))
-        } else {
-            Ok(())
+            ));
         }
+        if self.per_event.len() != rules.per_event.len() {
+            self.per_event = rules.per_event.iter().map(Window::of).collect();
+        }
+        let matching = || {
+            rules
+                .per_event
+                .iter()
+                .zip(0..)
+                .filter(|(r, _)| r.pattern.matches(event))
+                .map(|(_, i)| i)
+        };
+        if matching().any(|i| !self.per_event[i].has_room(now_ms)) {
+            return Err((
+                FrameError::RateLimited,
+                "too many events of this name: over its CLIENT_EVENT_RATES limit",
+            ));
+        }
+        for i in matching() {
+            self.per_event[i].take(now_ms);
+        }
+        self.events.take(now_ms);
+        Ok(())
     }
 
     /// Records a frame refused for a rate (`rate_limited`); `Some` when the connection must
@@ -286,25 +384,102 @@ mod tests {
     fn emits_need_an_allowed_name_a_small_payload_and_room_in_the_rate() {
         let mut g = ConnectionGuard::new(rates(100), 0);
         let allowed = TypePattern::parse_list(["typing.*"]).unwrap();
+        let rules = EventRules {
+            allowed: &allowed,
+            per_event: &[],
+            max_bytes: 10,
+        };
+        let none = EventRules {
+            allowed: &[],
+            ..rules
+        };
         let code = |r: Check| r.map_err(|(e, _)| e.code());
         assert_eq!(
-            code(g.emit("cursor.move", 2, &allowed, 10, 0)),
+            code(g.emit("cursor.move", 2, rules, 0)),
             Err("event_not_allowed")
         );
         assert_eq!(
-            code(g.emit("typing.start", 2, &[], 10, 0)),
+            code(g.emit("typing.start", 2, none, 0)),
             Err("event_not_allowed")
         );
+        assert_eq!(code(g.emit("typing.start", 11, rules, 0)), Err("too_large"));
+        assert_eq!(code(g.emit("typing.start", 10, rules, 0)), Ok(()));
+        assert_eq!(code(g.emit("typing.stop", 2, rules, 0)), Ok(()));
         assert_eq!(
-            code(g.emit("typing.start", 11, &allowed, 10, 0)),
-            Err("too_large")
-        );
-        assert_eq!(code(g.emit("typing.start", 10, &allowed, 10, 0)), Ok(()));
-        assert_eq!(code(g.emit("typing.stop", 2, &allowed, 10, 0)), Ok(()));
-        assert_eq!(
-            code(g.emit("typing.stop", 2, &allowed, 10, 0)),
+            code(g.emit("typing.stop", 2, rules, 0)),
             Err("rate_limited")
         );
+    }
+
+    #[test]
+    fn per_event_rates_apply_on_top_of_the_general_one() {
+        let allowed = TypePattern::parse_list(["*"]).unwrap();
+        let per_event = EventRate::parse_list("typing.*=2/5s, room.join=1/1m").unwrap();
+        let rules = EventRules {
+            allowed: &allowed,
+            per_event: &per_event,
+            max_bytes: 100,
+        };
+        let mut g = ConnectionGuard::new(
+            Rates {
+                events: 5,
+                ..rates(100)
+            },
+            0,
+        );
+        let code = |r: Check| r.map_err(|(e, _)| e.code());
+        assert_eq!(code(g.emit("typing.start", 0, rules, 0)), Ok(()));
+        assert_eq!(code(g.emit("typing.stop", 0, rules, 1)), Ok(()));
+        assert_eq!(
+            code(g.emit("typing.start", 0, rules, 2)),
+            Err("rate_limited")
+        );
+        // Other names are limited by the general rate only; the refusal above took none of it.
+        assert_eq!(code(g.emit("cursor.move", 0, rules, 3)), Ok(()));
+        assert_eq!(code(g.emit("room.join", 0, rules, 4)), Ok(()));
+        assert_eq!(code(g.emit("room.join", 0, rules, 5)), Err("rate_limited"));
+        assert_eq!(code(g.emit("cursor.move", 0, rules, 6)), Ok(()));
+        // Five in 10 s in all: the general rate is full now.
+        assert_eq!(
+            code(g.emit("cursor.move", 0, rules, 7)),
+            Err("rate_limited")
+        );
+        // typing.*'s own window slid after 5 s, but the general one has not.
+        assert_eq!(
+            code(g.emit("typing.start", 0, rules, 5_001)),
+            Err("rate_limited")
+        );
+        assert_eq!(code(g.emit("typing.start", 0, rules, 10_000)), Ok(()));
+    }
+
+    #[test]
+    fn event_rates_parse_or_say_what_is_wrong() {
+        let r = EventRate::parse_list("typing.*=5/5s,cursor.move=30/1s, x=3/500ms,y=5/1m").unwrap();
+        let got: Vec<(&str, u32, i64)> = r
+            .iter()
+            .map(|e| (e.pattern.as_str(), e.max, e.window_ms))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("typing.*", 5, 5_000),
+                ("cursor.move", 30, 1_000),
+                ("x", 3, 500),
+                ("y", 5, 60_000)
+            ]
+        );
+        assert!(EventRate::parse_list("").unwrap().is_empty());
+        for bad in [
+            "typing",
+            "typing.*=5",
+            "typing.*=0/5s",
+            "typing.*=5/5",
+            "a b=1/1s",
+            "x=1/0s",
+            "x=1/5h",
+        ] {
+            assert!(EventRate::parse_list(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

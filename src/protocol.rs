@@ -84,38 +84,32 @@ impl ClientFrame {
                 ))
             }
         };
-        // Exactly the listed fields: a typo (`notificationID`) is reported, not ignored.
-        let only = |frame: &Map<String, Value>, allowed: &[&str]| match frame
-            .keys()
-            .find(|k| !allowed.contains(&k.as_str()))
-        {
-            Some(extra) => Err(invalid(format!(
-                "unexpected field {extra:?} for a {kind} frame"
-            ))),
-            None => Ok(()),
-        };
+        // Members a frame does not define are ignored (clients that stamp every message with
+        // their own `id` and `timestamp` work as they are); defined ones must be well-formed,
+        // and values the server sets (an event's `userId`) are never read.
         match kind.as_str() {
-            "ping" => {
-                only(&frame, &[])?;
-                Ok(ClientFrame::Ping)
-            }
+            "ping" => Ok(ClientFrame::Ping),
             "ack" => {
-                only(&frame, &["notificationId", "ids"])?;
-                let ids: Vec<String> = match (frame.remove("notificationId"), frame.remove("ids")) {
-                    (Some(Value::String(one)), None) => vec![one],
-                    (None, Some(Value::Array(many))) if !many.is_empty() => many
-                        .into_iter()
-                        .map(|v| match v {
-                            Value::String(s) => Ok(s),
-                            _ => Err(invalid("ack \"ids\" must be strings")),
-                        })
-                        .collect::<Result<_, _>>()?,
-                    _ => {
-                        return Err(invalid(
-                            "an ack carries either \"notificationId\" or a non-empty \"ids\"",
-                        ))
-                    }
+                let need = || {
+                    invalid("an ack carries \"notificationId\" (a string) or \"ids\" (non-empty, strings)")
                 };
+                let mut ids: Vec<String> = match frame.remove("notificationId") {
+                    Some(Value::String(one)) => vec![one],
+                    None => Vec::new(),
+                    Some(_) => return Err(need()),
+                };
+                match frame.remove("ids") {
+                    Some(Value::Array(many)) if !many.is_empty() => {
+                        for v in many {
+                            match v {
+                                Value::String(s) => ids.push(s),
+                                _ => return Err(invalid("ack \"ids\" must be strings")),
+                            }
+                        }
+                    }
+                    None if !ids.is_empty() => {}
+                    _ => return Err(need()),
+                }
                 if ids.len() > MAX_LIST_LEN {
                     return Err(invalid(format!(
                         "an ack carries at most {MAX_LIST_LEN} ids"
@@ -124,7 +118,6 @@ impl ClientFrame {
                 Ok(ClientFrame::Ack(ids))
             }
             "subscribe" | "unsubscribe" => {
-                only(&frame, &["data"])?;
                 let need = || invalid(format!("a {kind} frame needs \"data\":{{\"types\":[…]}}"));
                 let Some(Value::Object(mut data)) = frame.remove("data") else {
                     return Err(need());
@@ -132,9 +125,6 @@ impl ClientFrame {
                 let Some(Value::Array(types)) = data.remove("types") else {
                     return Err(need());
                 };
-                if !data.is_empty() {
-                    return Err(need());
-                }
                 let names = types
                     .iter()
                     .map(|t| t.as_str().ok_or_else(need))
@@ -146,17 +136,11 @@ impl ClientFrame {
                     ClientFrame::Unsubscribe(patterns)
                 })
             }
-            "presence.set" => {
-                only(&frame, &["data"])?;
-                match frame.remove("data") {
-                    Some(state @ Value::Object(_)) => {
-                        Ok(ClientFrame::PresenceSet(state.to_string()))
-                    }
-                    _ => Err(invalid("presence.set needs \"data\": a JSON object")),
-                }
-            }
+            "presence.set" => match frame.remove("data") {
+                Some(state @ Value::Object(_)) => Ok(ClientFrame::PresenceSet(state.to_string())),
+                _ => Err(invalid("presence.set needs \"data\": a JSON object")),
+            },
             "emit" => {
-                only(&frame, &["event", "data"])?;
                 let event = match frame.remove("event") {
                     Some(Value::String(e)) if is_valid_type(&e) => e,
                     _ => {
@@ -172,13 +156,10 @@ impl ClientFrame {
                 };
                 Ok(ClientFrame::Emit { event, data })
             }
-            "sync" => {
-                only(&frame, &["since"])?;
-                match frame.remove("since").as_ref().and_then(Value::as_u64) {
-                    Some(since) if since <= MAX_SAFE_INTEGER => Ok(ClientFrame::Sync { since }),
-                    _ => Err(invalid("sync needs \"since\": an integer of at least 0")),
-                }
-            }
+            "sync" => match frame.remove("since").as_ref().and_then(Value::as_u64) {
+                Some(since) if since <= MAX_SAFE_INTEGER => Ok(ClientFrame::Sync { since }),
+                _ => Err(invalid("sync needs \"since\": an integer of at least 0")),
+            },
             other => Err(invalid(format!(
                 "unknown frame type {other:?}; expected ping, ack, subscribe, unsubscribe, \
                  presence.set, emit or sync"
@@ -368,6 +349,20 @@ pub mod server {
             .finish()
     }
 
+    /// `batch`: frames queued for a connection that accepts batches (`batch=1`), in order,
+    /// each exactly as it would have been sent alone.
+    pub fn batch<'a>(frames: impl IntoIterator<Item = &'a str>) -> String {
+        let mut out = String::from(r#"{"type":"batch","frames":["#);
+        for (i, f) in frames.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(f);
+        }
+        out.push_str("]}");
+        out
+    }
+
     /// `error`, for a frame the server refused.
     pub fn error(code: &str, message: &str) -> String {
         Object::new()
@@ -413,6 +408,46 @@ mod tests {
     }
 
     #[test]
+    fn members_a_frame_does_not_define_are_ignored() {
+        // Clients that stamp every message with `id` and `timestamp`.
+        let stamp = r#""id":"m1","timestamp":"2026-01-20T10:00:00.000Z""#;
+        let cases = [
+            (format!(r#"{{"type":"ping",{stamp}}}"#), ClientFrame::Ping),
+            (
+                format!(r#"{{"type":"ack","notificationId":"n1",{stamp}}}"#),
+                ClientFrame::Ack(vec!["n1".into()]),
+            ),
+            (
+                format!(
+                    r#"{{"type":"subscribe","data":{{"types":["note.*"],"channels":["x"]}},{stamp}}}"#
+                ),
+                ClientFrame::Subscribe(pats(&["note.*"])),
+            ),
+            (
+                format!(r#"{{"type":"sync","since":4,{stamp}}}"#),
+                ClientFrame::Sync { since: 4 },
+            ),
+            // Values the server sets are not taken from the frame, and not refused either.
+            (
+                format!(
+                    r#"{{"type":"emit","event":"typing.start","userId":"mallory","sub":"x",{stamp}}}"#
+                ),
+                ClientFrame::Emit {
+                    event: "typing.start".into(),
+                    data: "{}".into(),
+                },
+            ),
+            (
+                r#"{"type":"ack","notificationId":"a","ids":["b"]}"#.into(),
+                ClientFrame::Ack(vec!["a".into(), "b".into()]),
+            ),
+        ];
+        for (text, frame) in cases {
+            assert_eq!(ClientFrame::parse(&text), Ok(frame), "{text}");
+        }
+    }
+
+    #[test]
     fn parses_two_way_frames() {
         assert_eq!(
             ClientFrame::parse(r#"{"type":"presence.set","data":{"typing":true}}"#),
@@ -440,11 +475,9 @@ mod tests {
         for bad in [
             r#"{"type":"presence.set"}"#,
             r#"{"type":"presence.set","data":[1]}"#,
-            r#"{"type":"presence.set","data":{},"x":1}"#,
             r#"{"type":"emit"}"#,
             r#"{"type":"emit","event":"a b"}"#,
             r#"{"type":"emit","event":"x","data":"str"}"#,
-            r#"{"type":"emit","event":"x","userId":"mallory"}"#,
             r#"{"type":"sync"}"#,
             r#"{"type":"sync","since":-1}"#,
             r#"{"type":"sync","since":1.5}"#,
@@ -482,13 +515,14 @@ mod tests {
             r#"{"type":"hello"}"#,
             r#"{"type":"ack"}"#,
             r#"{"type":"ack","ids":[]}"#,
-            r#"{"type":"ack","notificationId":"a","ids":["b"]}"#,
             r#"{"type":"ack","notificationId":5}"#,
             r#"{"type":"subscribe"}"#,
             r#"{"type":"subscribe","data":{"types":["bad pattern"]}}"#,
             r#"{"type":"subscribe","data":{"types":"note.*"}}"#,
-            r#"{"type":"ping","extra":1}"#,
-            r#"{"type":"ping","ids":["a"]}"#,
+            r#"{"type":"ack","ids":["a"],"notificationId":5}"#,
+            r#"{"type":"emit","event":"typing.start","data":[1]}"#,
+            r#"{"type":"subscribe","data":{"channels":["memories"]}}"#,
+            r#"{"type":"sync","since":"3"}"#,
         ] {
             assert!(ClientFrame::parse(bad).is_err(), "{bad:?}");
         }

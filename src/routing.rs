@@ -105,6 +105,8 @@ pub struct SubscribeQuery {
     pub types: TypeFilter,
     /// `presence=1`: send this connection presence frames.
     pub presence: bool,
+    /// `batch=1`: frames queued for this connection may come as one `batch` frame.
+    pub batch: bool,
 }
 
 impl SubscribeQuery {
@@ -114,6 +116,7 @@ impl SubscribeQuery {
     ) -> Result<SubscribeQuery, ApiError> {
         let mut q = SubscribeQuery::default();
         let (mut seen_since, mut seen_types, mut seen_presence) = (false, false, false);
+        let mut seen_batch = false;
         for (k, v) in pairs {
             match k {
                 "token" if q.token.is_none() => q.token = Some(v.to_owned()),
@@ -123,6 +126,14 @@ impl SubscribeQuery {
                         "1" | "true" => true,
                         "0" | "false" => false,
                         _ => return Err(ApiError::InvalidQuery("presence must be 1 or 0".into())),
+                    };
+                }
+                "batch" if !seen_batch => {
+                    seen_batch = true;
+                    q.batch = match v {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        _ => return Err(ApiError::InvalidQuery("batch must be 1 or 0".into())),
                     };
                 }
                 "since" if !seen_since => {

@@ -259,7 +259,7 @@ test("a sync with an invalid since is invalid_message; the connection keeps work
   const r = await publishOk(w, u.room, { type: "t" });
   await c.next();
   for (const bad of [{ since: -1 }, { since: "0" }, { since: 1.5 }, { since: null }, {}, { since: true },
-    { since: 2 ** 53 }, { since: 0, types: ["t"] }]) {
+    { since: 2 ** 53 }]) {
     c.send({ type: "sync", ...bad });
     const f = await c.next();
     assert.deepEqual([f.type, f.code], ["error", "invalid_message"], `${JSON.stringify(bad)} → ${JSON.stringify(f)}`);

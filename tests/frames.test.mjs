@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startWorker, tokenFor, roomName } from "./support/harness.mjs";
-import { ISO_Z, KEY } from "./support/checks.mjs";
+import { ISO_Z, KEY, roundTrip } from "./support/checks.mjs";
 
 let w;
 before(async () => { w = await startWorker(); });
@@ -75,4 +75,53 @@ test("clients closing with 1000 or a 4xxx code leave the room working", async ()
   const h = await w.request("GET", `/rooms/${room}/health`, { headers: KEY });
   assert.equal(h.body.connections, 2);
   await Promise.all([stay.close(), again.close()]);
+});
+
+test("frames stamped with the client's own id and timestamp (every member it does not define is ignored)", async () => {
+  const room = roomName("stamped");
+  const c = await w.connect(room, { token: tokenFor("s4", { rooms: [room] }) });
+  let n = 0;
+  const stamped = (frame) => ({ id: `m${++n}`, timestamp: new Date().toISOString(), ...frame });
+  // More than the ten invalid frames that would close the socket, if these were refused.
+  for (let i = 0; i < 12; i++) {
+    c.send(stamped({ type: "ping" }));
+    const pong = await c.next();
+    assert.equal(pong.type, "pong", JSON.stringify(pong));
+  }
+  c.send(stamped({ type: "subscribe", data: { types: ["memory.*"], channels: ["memories"] } }));
+  assert.deepEqual(await c.next(), { type: "subscribed", data: { types: ["memory.*"] } });
+  const r = await w.publish(room, { type: "memory.created", requiresAck: true });
+  const got = await c.next();
+  assert.equal(got.id, r.body.id);
+  c.send(stamped({ type: "ack", notificationId: got.id }));
+  c.send(stamped({ type: "sync", since: r.body.seq }));
+  const synced = await c.until((f) => f.type === "synced");
+  assert.deepEqual(synced.skipped, [], "the ack took, so nothing pending is replayed; no error");
+  assert.deepEqual({ lastSeq: synced.lastSeq, recovered: synced.recovered }, { lastSeq: r.body.seq, recovered: true });
+  const h = await w.request("GET", `/rooms/${room}/history`, { headers: KEY });
+  assert.equal(h.body.notifications[0].deliveryStatus, "acked");
+  // A defined member of the wrong type is still refused.
+  c.send(stamped({ type: "sync", since: "0" }));
+  assert.equal((await c.next()).code, "invalid_message");
+  await c.close();
+});
+
+test("batch=1: a replay arrives as one batch frame in seq order; without batch=1 never a batch", async () => {
+  const room = roomName("batch");
+  const seqs = [];
+  for (let i = 0; i < 5; i++) seqs.push((await w.publish(room, { type: "burst", data: { i } })).body.seq);
+  const batched = await w.connect(room, { token: tokenFor("b", { rooms: [room] }), query: { since: "0", batch: "1" } });
+  assert.equal(batched.hello.type, "connected");
+  const batch = await batched.next();
+  assert.equal(batch.type, "batch", JSON.stringify(batch));
+  assert.deepEqual(batch.frames.map((f) => f.seq), seqs);
+  assert.ok(batch.frames.every((f) => f.type === "burst" && f.attempt === 1));
+  // A frame with nothing queued before it goes alone, at once.
+  const live = await w.publish(room, { type: "burst", data: { i: 5 } });
+  assert.equal((await batched.next()).seq, live.body.seq);
+
+  const plain = await w.connect(room, { token: tokenFor("p", { rooms: [room] }), query: { since: "0" } });
+  for (const s of [...seqs, live.body.seq]) assert.equal((await plain.next()).seq, s);
+  assert.deepEqual(await roundTrip(plain), []);
+  await Promise.all([batched.close(), plain.close()]);
 });

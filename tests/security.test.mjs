@@ -9,23 +9,10 @@ import { generateKeyPairSync } from "node:crypto";
 import {
   startWorker, tokenFor, signHs256, roomName, API_KEY, JWT_SECRET, signJwt,
 } from "./support/harness.mjs";
+import { closeFrame } from "./support/checks.mjs";
 
 const b64url = (v) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url");
 const nowS = () => Math.floor(Date.now() / 1000);
-
-/**
- * The code of the server's close frame, as soon as it arrives. A browser reports that close
- * (its `onclose`) at the latest about 2 s later, when it gives up waiting for the server to drop
- * the TCP connection; `ws`'s own `close` event waits up to 30 s for that. workerd keeps the
- * connection open until the object goes idle (~10 s) when the close comes from an alarm (see
- * docs/security.md), so the frame is what this asserts on. Uses `ws`'s receiver (`ws` is pinned).
- */
-function closeFrame(c) {
-  return new Promise((resolve) => {
-    c.ws._receiver.once("conclude", (code, reason) => resolve({ code, reason: reason.toString() }));
-    c.closed.then(resolve);
-  });
-}
 
 /** Every error body must have the protocol's shape and the expected code. */
 function assertError(res, status, code) {

@@ -2,13 +2,14 @@
 // Made cheap on purpose (no permessage-deflate, no UTF-8 validation, no JSON.parse per frame:
 // a frame's seq is read straight from the bytes), because its CPU is shared with the runtime.
 import WebSocket from "ws";
-import { createHmac } from "node:crypto";
 import { Agent, request as httpRequest } from "node:http";
 import { API_KEY, JWT_SECRET } from "./peers.mjs";
+import { mintToken } from "./load.mjs";
 
 const SEQ = Buffer.from('"seq":');
 const LAST_SEQ = Buffer.from('"lastSeq":');
 const CONNECTED = Buffer.from('"connected"');
+const BATCH = Buffer.from('{"type":"batch"');
 
 function readInt(buf, at) {
   let n = 0;
@@ -20,14 +21,9 @@ function readInt(buf, at) {
   return n;
 }
 
-const b64url = (s) => Buffer.from(s).toString("base64url");
 /** An HS256 client token for roomcast (the JS peers ignore it). */
 export function token(sub = "bench", ttl = 6 * 3600) {
-  const now = Math.floor(Date.now() / 1000);
-  const head = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const body = b64url(JSON.stringify({ sub, exp: now + ttl, iat: now, rooms: ["*"] }));
-  const sig = createHmac("sha256", JWT_SECRET).update(`${head}.${body}`).digest("base64url");
-  return `${head}.${body}.${sig}`;
+  return mintToken(JWT_SECRET, { sub, ttl, rooms: ["*"] });
 }
 
 /**
@@ -35,9 +31,12 @@ export function token(sub = "bench", ttl = 6 * 3600) {
  * order with no gap; per seq, how many sockets have it and when the last one did.
  */
 export class Pool {
-  constructor(rt, room) {
+  /** `batch`: ask for batch=1 (roomcast's batched frames; the JS peers ignore it). */
+  constructor(rt, room, { batch = false } = {}) {
     this.rt = rt;
     this.room = room;
+    this.batch = batch;
+    this.batchFrames = 0; // batch frames received (each carrying one or more notifications)
     this.sockets = [];
     this.lastSeq = [];
     this.order = 0; // frames out of order or after a gap
@@ -60,6 +59,7 @@ export class Pool {
   async open(n, { concurrency = 200, since, tok = token() } = {}) {
     const qs = new URLSearchParams({ token: tok });
     if (since !== undefined) qs.set("since", String(since));
+    if (this.batch) qs.set("batch", "1");
     const url = `${this.rt.wsBase}/rooms/${this.room}/subscribe?${qs}`;
     let next = 0;
     const worker = async () => {
@@ -94,6 +94,12 @@ export class Pool {
             clearTimeout(timer);
             resolve(ws);
           }
+          return;
+        }
+        if (buf.indexOf(BATCH) === 0) {
+          // Every notification in a batch carries one "seq", in order.
+          this.batchFrames++;
+          for (let s = at; s !== -1; s = buf.indexOf(SEQ, s + SEQ.length)) this.onFrame(i, readInt(buf, s + SEQ.length));
           return;
         }
         const seq = readInt(buf, at + SEQ.length);

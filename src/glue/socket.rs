@@ -5,8 +5,10 @@
 use crate::codes::Close;
 use crate::connections::Attachment;
 use crate::outbox::Sink;
+use crate::protocol::server;
 use js_sys::{Function, JsString, Reflect};
 use std::cell::OnceCell;
+use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::ext::WebSocketExt;
 use worker::WebSocket;
@@ -47,6 +49,8 @@ impl Socket {
 /// `send` as that string. `WebSocket::send_with_str` copies the text out of wasm memory again
 /// for every socket, which a large room pays per socket (docs/architecture.md).
 pub struct Frame {
+    /// The text, kept for the `batch` frames it may join.
+    source: String,
     text: JsString,
     /// `WebSocket.prototype.send`, taken from the first socket sent to.
     send: OnceCell<Option<Function>>,
@@ -55,7 +59,8 @@ pub struct Frame {
 impl From<String> for Frame {
     fn from(text: String) -> Frame {
         Frame {
-            text: JsString::from(text),
+            text: JsString::from(text.as_str()),
+            source: text,
             send: OnceCell::new(),
         }
     }
@@ -63,6 +68,10 @@ impl From<String> for Frame {
 
 impl Sink for Socket {
     type Frame = Frame;
+
+    fn batch(frames: &[Rc<Frame>]) -> Frame {
+        Frame::from(server::batch(frames.iter().map(|f| f.source.as_str())))
+    }
 
     fn send(&self, frame: &Frame) -> bool {
         let ws: &JsValue = self.raw().as_ref();

@@ -302,6 +302,7 @@ async fn subscribe(room: &RoomId, inc: &Incoming) -> Handled {
                 since: q.since,
                 types: q.types.patterns(),
                 presence: q.presence,
+                batch: q.batch,
                 received_at: inc.received_at,
             },
         }

@@ -67,7 +67,7 @@ test("the five flows: each job's success reaches the user once, through the user
   const task = await execute(fns.createTask, event("task", EVENTS.createTask, { title: "Write tests", projectId: "p1" }));
   const done = await execute(fns.completeTask, event("done", EVENTS.completeTask, { taskId: task.result.id }));
   const project = await execute(fns.createProject, event("project", EVENTS.createProject, { name: "Launch" }));
-  const chat = await execute(fns.sendMessage, event("chat", EVENTS.sendMessage, { conversationId: "c1", text: "hello" }));
+  const chat = await execute(fns.sendMessage, event("chat", EVENTS.sendMessage, { threadId: "t1", text: "hello" }));
   for (const r of [note, task, done, project, chat]) assert.equal(r.error, undefined, r.error?.message);
 
   await waitForCount(client, seen, 5);
@@ -77,14 +77,20 @@ test("the five flows: each job's success reaches the user once, through the user
     ["task.creation.completed", "success", req("task"), true],
     ["task.completion.completed", "success", req("done"), true],
     ["project.creation.completed", "success", req("project"), true],
-    ["conversation.message.completed", "success", req("chat"), true],
+    ["conversation.response.generated", "success", req("chat"), true],
   ]);
   assert.deepEqual(seen[0].data, { entityId: note.result.id, title: "My Note" });
   assert.deepEqual(seen[1].data, { entityId: task.result.id, title: "Write tests", projectId: "p1" });
   assert.deepEqual(seen[2].data, { entityId: task.result.id, title: "Write tests" });
   assert.equal(seen[3].data.entityId, project.result.id);
   assert.match(seen[3].data.boardId, /^board-/);
-  assert.equal(seen[4].data.reply, "You said: hello");
+  // The conversation's success has the original app's name and fields.
+  assert.deepEqual(Object.keys(seen[4].data).sort(), ["assistantMessageId", "response", "threadId", "userMessageId"]);
+  assert.equal(seen[4].data.threadId, "t1");
+  assert.equal(seen[4].data.response, "You said: hello");
+  assert.equal(seen[4].data.assistantMessageId, chat.result.id);
+  assert.match(seen[4].data.userMessageId, /^message-/);
+  assert.notEqual(seen[4].data.userMessageId, seen[4].data.assistantMessageId);
   // Acked by the client (requiresAck), in the user room and each request room.
   await pollUntil(async () => (await w.history(`user_${u}`)).body.notifications.every((x) => x.deliveryStatus === "acked"));
   assert.equal((await w.history(`user_${u}`)).body.notifications.length, 5);
@@ -140,7 +146,7 @@ test("a failed step is retried: nothing while it waits, then exactly one success
 
 test("the failure path: after the last attempt the user is told the error once", async (t) => {
   const u = uid();
-  const { client, seen } = await subscriber(t, u, [`${u}-full`, `${u}-gone`]);
+  const { client, seen } = await subscriber(t, u, [`${u}-full`, `${u}-gone`, `${u}-mute`]);
   const store = createMemoryStore();
   const full = { ...store, insert: async () => { throw new Error("disk full"); } };
   const fns = createFunctions({ inngest, broadcaster: broadcaster(), store: full });
@@ -169,11 +175,20 @@ test("the failure path: after the last attempt the user is told the error once",
   await waitForCount(client, seen, 2);
   assert.deepEqual([seen[1].type, seen[1].error, seen[1].data], ["task.completion.failed", "no such row: task-404", { entityId: "task-404" }]);
 
+  // The model never answers: the conversation's failure, with its thread.
+  const mute = createFunctions({ inngest, broadcaster: broadcaster(), store: { ...createMemoryStore(), reply: async () => { throw new Error("model timed out"); } } });
+  const silentReply = { id: `evt-${u}-mute`, name: EVENTS.sendMessage, data: { userId: u, requestId: `${u}-mute`, threadId: "t9", text: "hello?" } };
+  const noReply = await execute(mute.sendMessage, silentReply);
+  assert.equal(noReply.error?.message, "model timed out");
+  await runFailureHandler(mute.sendMessage, silentReply, noReply.error);
+  await waitForCount(client, seen, 3);
+  assert.deepEqual([seen[2].type, seen[2].status, seen[2].error, seen[2].data], ["conversation.response.failed", "error", "model timed out", { threadId: "t9" }]);
+
   // An event without a user: the function fails for good, and there is nobody to tell.
   const nobody = { id: `evt-${u}-nobody`, name: EVENTS.createNote, data: { title: "x" } };
   const orphan = await execute(fns.createNote, nobody);
   assert.match(orphan.error?.message ?? "", /data\.userId is required/);
   assert.deepEqual((await runFailureHandler(fns.createNote, nobody, orphan.error)).result, { notified: false });
   assert.equal(await quiet(client, "notification", 300), true);
-  assert.equal(seen.length, 2);
+  assert.equal(seen.length, 3);
 });

@@ -44,6 +44,28 @@ export async function roundTrip(c, ms) {
   return pong.skipped;
 }
 
+/**
+ * The code of the server's close frame, as soon as it arrives. A browser reports that close
+ * (its `onclose`) at the latest about 2 s later, when it gives up waiting for the server to drop
+ * the TCP connection; `ws`'s own `close` event waits up to 30 s for that. workerd keeps the
+ * connection open until the object goes idle (~10 s) when the close comes from an alarm (see
+ * docs/operations.md), so the frame is what this asserts on. Uses `ws`'s receiver (`ws` is pinned).
+ */
+export function closeFrame(c) {
+  return new Promise((resolve) => {
+    c.ws._receiver.once("conclude", (code, reason) => resolve({ code, reason: reason.toString() }));
+    c.closed.then(resolve);
+  });
+}
+
+/**
+ * Whether nothing more is on its way to a raw client: a ping's pong is the marker (every frame
+ * to a socket goes through its one queue, so anything sent before it arrives before it).
+ */
+export async function nothingMore(c) {
+  return (await roundTrip(c)).length === 0;
+}
+
 /** Awaits the client's close, bounded. */
 export async function closedWith(c, ms = 5000) {
   let t;

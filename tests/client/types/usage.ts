@@ -1,8 +1,8 @@
 // Compiled by types.test.mjs with `tsc --noEmit`: how an app uses the client's types. The lines
 // marked to expect an error must be errors, so the types also refuse what they should.
 import {
-  RealtimeClient, RealtimeError, backoffDelay, CloseCode, matchesType, isClientEvent, type Notification, type ConnectionState,
-  type RoomStatus, type ClientEvent, type PresenceUser, type SyncResult,
+  RealtimeClient, RealtimeError, backoffDelay, CloseCode, matchesType, isClientEvent, decide, type Notification, type ConnectionState,
+  type RoomStatus, type ClientEvent, type PresenceUser, type SyncResult, type Decision,
 } from "../../../client/roomcast.js";
 import {
   useRealtime, RealtimeProvider, useRealtimeClient, usePresence, useEvent, type ConnectionInfo,
@@ -94,6 +94,19 @@ const n: number = client.send({ type: "ping" }, { roomId: "user_42" });
 const last: number | null = client.lastSeq("user_42");
 void [n, last, backoffDelay(3), CloseCode.RATE_LIMITED];
 void client.close().then(() => undefined);
+// Debug lines, per-event rates (the server's text, or pattern -> [limit, windowMs]).
+void new RealtimeClient({ rooms: ["team_1"], token: "t", debug: true, eventRates: "typing.*=5/5s,cursor.move=30/1s" });
+void new RealtimeClient({
+  rooms: ["team_1"], token: "t", eventRates: { "typing.*": [5, 5000] },
+  debug: (message, { roomId, ...details }) => void [message.length, roomId, details.code],
+});
+// What the client does after a close or a refusal: a pure function.
+const next: Decision = decide({
+  kind: "close", code: CloseCode.IDLE, wasConnected: true,
+  hasGetToken: true, authRetried: false, everConnected: true, attempt: 0, maxAttempts: 10,
+});
+if (next.action === "reconnect") void [next.delay === "none", next.tokenReason];
+if (next.action === "fail") void next.error;
 
 // @ts-expect-error: not an event, and not a type name with a dot
 client.on("message", () => {});
@@ -112,6 +125,12 @@ void bad;
 dynamic.join("r", { since: "3" });
 // @ts-expect-error: not a token reason
 new RealtimeClient({ rooms: [], getToken: ({ reason }) => (reason === "refreshed" ? "a" : "b") });
+// @ts-expect-error: a rate is [limit, windowMs]
+new RealtimeClient({ rooms: [], token: "t", eventRates: { "typing.*": 5 } });
+// @ts-expect-error: debug is a boolean or a function
+new RealtimeClient({ rooms: [], token: "t", debug: "verbose" });
+// @ts-expect-error: a close needs its code
+decide({ kind: "close", wasConnected: true, hasGetToken: true, authRetried: false, everConnected: true, attempt: 0, maxAttempts: 1 });
 
 function Component() {
   const { lastMessage, isConnected, connectionState, sendMessage, notifications, connection, error, reconnect, client: c } = useRealtime({

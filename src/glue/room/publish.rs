@@ -1,0 +1,84 @@
+//! Publishing: an ephemeral notification to the sockets connected now, or the next seq
+//! appended to the log and fanned out.
+
+use super::Room;
+use crate::alarm::AlarmAt;
+use crate::answer::{self, Answer, Published};
+use crate::codes::LogEvent;
+use crate::glue::env::{log, now_ms};
+use crate::glue::storage::NewEntry;
+use crate::notification::{render_ephemeral, render_frame, render_payload, Envelope};
+use crate::outbox::Pace;
+use worker::Result;
+
+impl Room {
+    /// Publishes (the notification's members have arrived): the answer, and when the alarm
+    /// must run for its redelivery. From the key lookup to the answer nothing waits, so seq
+    /// assignment, the append and the fan-out are one atomic step.
+    pub(super) fn publish(
+        &mut self,
+        envelope: &Envelope,
+        members: &str,
+        received_at: i64,
+    ) -> Result<(Answer, AlarmAt)> {
+        let now = now_ms();
+        if envelope.ephemeral {
+            let frame = render_ephemeral(&envelope.id, members);
+            let count = self
+                .sockets
+                .deliver(frame, Pace::Paced, |c| c.filter.matches(&envelope.kind));
+            log(envelope
+                .log(LogEvent::Publish.line().str("room", &self.log.id))
+                .num("broadcastCount", count)
+                .num("latencyMs", now - received_at));
+            let outcome = Published::Ephemeral {
+                id: envelope.id.clone(),
+                count,
+            };
+            return Ok((answer::published(outcome), AlarmAt::NONE));
+        }
+        if let Some(k) = &envelope.key {
+            if let Some(first) = self.log.duplicate(k)? {
+                let outcome = Published::Duplicate {
+                    id: first.id,
+                    seq: first.seq,
+                    count: first.broadcast_count,
+                };
+                return Ok((answer::published(outcome), AlarmAt::NONE));
+            }
+        }
+        let seq = self.log.last_seq + 1;
+        let payload = render_payload(&envelope.id, seq, members);
+        let count = self.sockets.conns.matching(&envelope.kind).count() as u32;
+        let entry = NewEntry {
+            seq,
+            envelope,
+            payload: &payload,
+            now,
+            broadcast_count: count,
+        };
+        if !self.log.append(&entry)? {
+            let taken = Published::IdTaken(envelope.id.clone());
+            return Ok((answer::published(taken), AlarmAt::NONE));
+        }
+        let frame = render_frame(&payload, 1);
+        self.sockets
+            .deliver(frame, Pace::Paced, |c| c.filter.matches(&envelope.kind));
+        self.log.prune(now)?;
+        log(envelope
+            .log(LogEvent::Publish.line().str("room", &self.log.id))
+            .num("seq", seq)
+            .num("broadcastCount", count)
+            .num("latencyMs", now - received_at));
+        let retry_at = AlarmAt::when(
+            envelope.requires_ack && count > 0,
+            now + self.log.policy().interval_ms,
+        );
+        let outcome = Published::Stored {
+            id: envelope.id.clone(),
+            seq,
+            count,
+        };
+        Ok((answer::published(outcome), retry_at))
+    }
+}
