@@ -116,7 +116,7 @@ export interface ProviderRealtimeResult extends Omit<UseRealtimeResult, "connect
   subscribe: (typeOrPattern: string, handler: SubscribeHandler) => () => void;
   /**
    * Sends a client event to the provider's first room (or `roomId`): false when it could not be
-   * sent (not connected, over the client's rate, no room).
+   * sent (not connected, over the client's `clientEventRate` / `eventRates`, no room).
    */
   emit: (event: string, data?: Record<string, unknown>, options?: { roomId?: string }) => boolean;
 }
