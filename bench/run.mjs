@@ -7,7 +7,7 @@
 //   node bench/run.mjs --quick    smoke (~1-2 min)
 //   node bench/run.mjs --only=cpu,big      a subset of workloads: wasm, memory, cpu (1-1,000
 //                                          sockets: CPU and fan-out), big (5,000), sustained,
-//                                          coldstart, storm
+//                                          batched (1,000 sockets, batch=1), coldstart, storm
 //   node bench/run.mjs --out=FILE          write the JSON elsewhere (default bench/results/)
 //   node bench/run.mjs --also=old:DIR,…    other roomcast builds (a directory holding index.js
 //                                          and index_bg.wasm) as extra peers, interleaved with
@@ -28,7 +28,7 @@ const args = process.argv.slice(2);
 const QUICK = args.includes("--quick");
 const ONLY = args.find((a) => a.startsWith("--only="))?.slice(7).split(",");
 const OUT = args.find((a) => a.startsWith("--out="))?.slice(6) ?? path.join(BENCH, "results", QUICK ? "quick.json" : "latest.json");
-const WORKLOADS = ["wasm", "memory", "cpu", "big", "sustained", "coldstart", "storm", "rows", "presence"];
+const WORKLOADS = ["wasm", "memory", "cpu", "big", "sustained", "batched", "coldstart", "storm", "rows", "presence"];
 // Extra roomcast builds go right after roomcast itself, so they sit beside it in the table.
 for (const spec of (args.find((a) => a.startsWith("--also="))?.slice(7) ?? "").split(",").filter(Boolean)) {
   const [label, dir] = spec.split(":");
@@ -51,6 +51,7 @@ const P = QUICK
       ],
       big: { sockets: 2000, warmup: 3, publishes: 10 },
       sustained: { sockets: 100, rounds: 2, seconds: 1, inflight: 8 },
+      batched: { sockets: 300, rounds: 1, seconds: 1, inflight: 16 },
       coldstart: { reps: 1 },
       storm: { sockets: 1000, before: 20, missed: 10 },
       rows: { publishes: 100, limit: 50 },
@@ -67,6 +68,7 @@ const P = QUICK
       big: { sockets: 5000, warmup: 5, publishes: 40 },
       // Short slices so that drift hits every peer alike.
       sustained: { sockets: 100, rounds: 10, seconds: 1, inflight: 8 },
+      batched: { sockets: 1000, rounds: 5, seconds: 2, inflight: 16 },
       coldstart: { reps: 3 },
       storm: { sockets: 1000, before: 50, missed: 20 },
       rows: { publishes: 400, limit: 200 },
@@ -343,14 +345,19 @@ async function fanout5000(rts) {
 }
 
 // ---------------------------------------------------------------------------------------------
-/** Publishes into one room with 100 sockets, `inflight` at a time, for a fixed duration. */
-async function sustained(rts) {
-  const { sockets, rounds, seconds, inflight } = P.sustained;
+/**
+ * Publishes into one room, `inflight` at a time, for a fixed duration: `sustained` with 100
+ * sockets; `batched` with 1,000 sockets that ask roomcast for batch=1 (the JS peers send each
+ * notification to each socket, as they always do).
+ */
+async function sustained(rts, kind = "sustained") {
+  const { sockets, rounds, seconds, inflight } = P[kind];
+  const batch = kind === "batched";
   const pools = {}, pubs = {}, acc = {};
   for (const rt of rts) {
-    pools[rt.name] = new Pool(rt, "sustained");
+    pools[rt.name] = new Pool(rt, kind, { batch });
     await pools[rt.name].open(sockets);
-    pubs[rt.name] = new Publisher(rt, "sustained");
+    pubs[rt.name] = new Publisher(rt, kind);
     await publishBatch(rt, pools[rt.name], pubs[rt.name], 20);
     acc[rt.name] = { published: 0, ms: 0, drainMs: 0, resp: [], cpu: 0, frames: 0, expectedFrames: 0 };
   }
@@ -380,18 +387,19 @@ async function sustained(rts) {
       a.cpu += c1.sched - c0.sched;
       a.frames += pool.frames - frames0; a.expectedFrames += published * sockets;
       pool.reset();
-      log(`sustained ${rt.name}: ${published} publishes in ${(tLast - t0).toFixed(0)} ms = ${((published * 1000) / (tLast - t0)).toFixed(0)}/s, all delivered after ${(tDrained - t0).toFixed(0)} ms`);
+      log(`${kind} ${rt.name}: ${published} publishes in ${(tLast - t0).toFixed(0)} ms = ${((published * 1000) / (tLast - t0)).toFixed(0)}/s, all delivered after ${(tDrained - t0).toFixed(0)} ms`);
     }
   }
-  raw.sustained = {};
+  raw[kind] = {};
+  const what = batch ? "batch=1 " : "";
   for (const rt of rts) {
     const a = acc[rt.name];
-    if (a.frames !== a.expectedFrames) throw new Error(`${rt.name}: sustained: ${a.frames} frames, expected ${a.expectedFrames}`);
-    figure("sustained_rate", `sustained publishes/s, ${sockets} sockets, ${inflight} in flight`, "/s", "higher", rt.name, (a.published * 1000) / a.ms);
-    figure("sustained_delivered", `sustained publishes/s fully delivered (to the last frame)`, "/s", "higher", rt.name, (a.published * 1000) / a.drainMs);
-    figure("sustained_resp_p99", "sustained publish response p99", "ms", "lower", rt.name, percentile(a.resp, 99));
-    figure("sustained_cpu", "runtime CPU per publish under sustained load", "µs", "lower", rt.name, a.cpu / a.published);
-    raw.sustained[rt.name] = { published: a.published, ms: a.ms, drainMs: a.drainMs, frames: a.frames, cpuMicros: a.cpu };
+    if (a.frames !== a.expectedFrames) throw new Error(`${rt.name}: ${kind}: ${a.frames} frames, expected ${a.expectedFrames}`);
+    figure(`${kind}_rate`, `${kind} ${what}publishes/s, ${sockets} sockets, ${inflight} in flight`, "/s", "higher", rt.name, (a.published * 1000) / a.ms);
+    figure(`${kind}_delivered`, `${kind} ${what}publishes/s fully delivered (to the last frame)`, "/s", "higher", rt.name, (a.published * 1000) / a.drainMs);
+    figure(`${kind}_resp_p99`, `${kind} publish response p99`, "ms", "lower", rt.name, percentile(a.resp, 99));
+    figure(`${kind}_cpu`, `runtime CPU per publish under ${kind} load`, "µs", "lower", rt.name, a.cpu / a.published);
+    raw[kind][rt.name] = { published: a.published, ms: a.ms, drainMs: a.drainMs, frames: a.frames, batchFrames: pools[rt.name].batchFrames, cpuMicros: a.cpu };
     pubs[rt.name].close();
     await pools[rt.name].close();
   }
@@ -630,6 +638,7 @@ function tableKeys() {
     ...lv.map((n) => `publish_p50_${n}`), `answered_first_${big}`,
     "# sustained load",
     "sustained_rate", "sustained_delivered", "sustained_resp_p99", "sustained_cpu",
+    "batched_rate", "batched_delivered", "batched_resp_p99", "batched_cpu",
     "# reconnect storm (roomcast only)",
     "storm_connected", "storm_resumed",
     "# SQLite rows per publish (roomcast builds that count them)",
@@ -684,7 +693,7 @@ async function main() {
 
   if (want("wasm")) wasmSize();
 
-  if (["memory", "cpu", "big", "sustained"].some(want)) {
+  if (["memory", "cpu", "big", "sustained", "batched"].some(want)) {
     const rts = [];
     for (const peer of PEERS) rts.push(await start(peer));
     try {
@@ -692,6 +701,7 @@ async function main() {
       if (want("cpu")) await cpuAndFanout(rts, rts.find((r) => r.name === BASELINE));
       if (want("big")) await fanout5000(rts);
       if (want("sustained")) await sustained(rts);
+      if (want("batched")) await sustained(rts, "batched");
     } finally {
       raw.runtimeLogs = Object.fromEntries(rts.map((rt) => [rt.name, { lines: rt.logLines, bytes: rt.logBytes, errors: rt.errors }]));
       for (const rt of rts) await rt.dispose();

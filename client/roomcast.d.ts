@@ -203,9 +203,33 @@ export interface RealtimeClientOptions {
    * sending something the server would refuse. Match the server's CLIENT_EVENT_RATE. Default 20.
    */
   clientEventRate?: number;
+  /**
+   * Limits per client event name pattern, on top of `clientEventRate`: `emit` of a name that
+   * matches a pattern returns false once that pattern's limit is reached in its window. Either
+   * the server's CLIENT_EVENT_RATES text (`"typing.*=5/5s,cursor.move=30/1s"`; windows in `ms`,
+   * `s` or `m`) or an object of pattern -> [limit, windowMs] (`{"typing.*": [5, 5000]}`).
+   * Give the server's setting. Unreadable values throw a TypeError. Default: none.
+   */
+  eventRates?: EventRates;
   /** Call `sync()` when the page becomes visible after being hidden (browsers). Default true. */
   syncOnVisible?: boolean;
+  /**
+   * Log each lifecycle step of each room (connecting and the `since` it resumes from, socket
+   * opened, connected, closed, the probe's answer, the reconnect delay chosen, acks sent, a
+   * room stopped, an `emit` not sent and why): `true` for `console.debug`, or a function that
+   * gets each line and its details. Default false (nothing is logged).
+   */
+  debug?: boolean | DebugLogger;
 }
+
+/** The `eventRates` option: the server's CLIENT_EVENT_RATES text, or pattern -> [limit, windowMs]. */
+export type EventRates = string | Record<string, [limit: number, windowMs: number]>;
+
+/**
+ * Gets each debug line: `message` names the room (`room user_42: connected (lastSeq 5)`);
+ * `details` has the `roomId` and the step's values (code, reason, status, delayMs, since…).
+ */
+export type DebugLogger = (message: string, details: { roomId: string; [key: string]: unknown }) => void;
 
 /** What the client needs of a WebSocket (the browser's, `ws`'s, Deno's, undici's). */
 export interface WebSocketLike {
@@ -230,7 +254,7 @@ export interface ConnectedInfo {
 
 export interface DisconnectedInfo {
   roomId: string;
-  /** The WebSocket close code (4001 token, 4002 rate limit, 4003 invalid frames, 1006 lost...). */
+  /** The WebSocket close code (4001 token, 4002 rate limit, 4003 invalid frames, 4008 idle, 1006 lost...). */
   code: number;
   reason: string;
   wasConnected: boolean;
@@ -367,8 +391,9 @@ export class RealtimeClient {
   listenerCount(event: keyof RealtimeEvents | TypePattern): number;
   /**
    * Sends a client event to the room's other connections (allowed by the server's
-   * CLIENT_EVENT_TYPES). Not queued: false when the room is not connected or when
-   * `clientEventRate` events went out in the last 10 s.
+   * CLIENT_EVENT_TYPES). Not queued: false when the room is not connected, when
+   * `clientEventRate` events went out in the last 10 s, or when an `eventRates` limit of a
+   * pattern the name matches is reached (with `debug`, the log says which).
    */
   emit(roomId: string, event: string, data?: Record<string, unknown>): boolean;
   /**
@@ -438,8 +463,48 @@ export const CloseCode: {
   readonly AUTH: 4001;
   readonly RATE_LIMITED: 4002;
   readonly INVALID_FRAMES: 4003;
+  readonly IDLE: 4008;
   readonly TOO_BIG: 1009;
 };
+
+/** What `decide` is told about a room (the members tests/shared/reconnect-cases.json uses). */
+export type DecisionInput = {
+  /** The app passed `getToken`. */
+  hasGetToken: boolean;
+  /** A fresh token was already tried once in this streak of refusals. */
+  authRetried: boolean;
+  /** The room has been connected before. */
+  everConnected: boolean;
+  /** Reconnect attempts made so far in this streak. */
+  attempt: number;
+  /** The client's `maxReconnectAttempts`. */
+  maxAttempts: number;
+} & (
+  /** The socket opened, then closed with `code`; `wasConnected`: the `connected` frame had arrived. */
+  | { kind: "close"; code: number; wasConnected: boolean }
+  /** The probe (or the handshake) answered HTTP `status`; 0: no answer. */
+  | { kind: "refused"; status: number }
+  /** getToken answered after being asked for `reason`; `sameToken`: it is the token just refused. */
+  | { kind: "token"; reason: TokenReason; sameToken: boolean }
+);
+
+/** What the client does next. */
+export type Decision =
+  /**
+   * Reconnect after `delay` ("none": at once; "backoff": backoffDelay for the next attempt;
+   * "backoff+rate_limited": that plus `rateLimitedDelayMs`; "retry_after": the server's
+   * Retry-After plus jitter, or backoff+rate_limited without one), asking getToken for `tokenReason`.
+   */
+  | { action: "reconnect"; delay: "none" | "backoff" | "backoff+rate_limited" | "retry_after"; tokenReason: TokenReason }
+  /** Ask the subscribe URL without Upgrade what the upgrade got, then decide on its status. */
+  | { action: "probe" }
+  /** Go on connecting with the token getToken returned. */
+  | { action: "use_token" }
+  /** Stop the room for good with this error code. */
+  | { action: "fail"; error: "invalid_frames" | "token_expired" | "unauthorized" | "forbidden" | "refused" | "max_reconnect_attempts" };
+
+/** What the client does after each refusal or close: a pure function, the client follows it. */
+export function decide(given: DecisionInput): Decision;
 
 export const DEFAULTS: Readonly<Required<Pick<RealtimeClientOptions,
   | "initialDelayMs" | "maxDelayMs" | "multiplier" | "stableAfterMs" | "rateLimitedDelayMs"

@@ -17,6 +17,8 @@ export const CloseCode = Object.freeze({
   RATE_LIMITED: 4002,
   /** Invalid frames persistently: reconnecting would only repeat the mistake. */
   INVALID_FRAMES: 4003,
+  /** Idle: the server heard nothing from the connection for IDLE_TIMEOUT_SECONDS. Not an error. */
+  IDLE: 4008,
   /** A frame larger than MAX_MESSAGE_BYTES. */
   TOO_BIG: 1009,
 });
@@ -243,6 +245,113 @@ function retryAfterMs(value) {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
+/**
+ * What the client does after each refusal or close: the one place that decides it (the
+ * connection only carries it out). Checked case by case against tests/shared/reconnect-cases.json,
+ * which the Python client's `decide` is checked against too.
+ *
+ * `given.kind`: "close" (the socket opened, then closed with `code`; `wasConnected`: the
+ * `connected` frame had arrived), "refused" (the probe answered HTTP `status`; 0 = no answer) or
+ * "token" (getToken answered after a refusal: `reason` is what it was asked for, `sameToken`
+ * whether it returned the token just refused). Every kind also takes `hasGetToken`,
+ * `authRetried` (a fresh token was already tried in this streak of refusals), `everConnected`,
+ * `attempt` (attempts made so far in this streak) and `maxAttempts`.
+ *
+ * The answer: `{action: "reconnect", delay, tokenReason}` (`delay`: "none", "backoff",
+ * "backoff+rate_limited" or "retry_after"; `tokenReason`: what getToken is asked for next),
+ * `{action: "probe"}` (ask the subscribe URL without Upgrade what the upgrade got, then decide
+ * on its status), `{action: "use_token"}`, or `{action: "fail", error}` (stop the room for good).
+ * @param {import("./roomcast.d.ts").DecisionInput} given
+ * @returns {import("./roomcast.d.ts").Decision}
+ */
+export function decide(given) {
+  const { kind, hasGetToken, authRetried, everConnected, attempt, maxAttempts } = given;
+  const exhausted = attempt >= maxAttempts;
+  const reconnect = (delay, tokenReason = everConnected ? "reconnect" : "connect") => ({ action: "reconnect", delay, tokenReason });
+  const fail = (error) => ({ action: "fail", error });
+  switch (kind) {
+    case "close": {
+      const { code, wasConnected } = given;
+      if (code === CloseCode.INVALID_FRAMES) return fail("invalid_frames");
+      if (code === CloseCode.AUTH && !hasGetToken) return fail("token_expired");
+      // A quiet connection, not a failure: back at once, whatever the attempt count says.
+      if (code === CloseCode.IDLE) return reconnect("none");
+      // Closed before `connected`: refused or never reached. A browser cannot tell which (it
+      // reports 1006 for both); the probe can.
+      if (!wasConnected) return { action: "probe" };
+      if (exhausted) return fail("max_reconnect_attempts");
+      if (code === CloseCode.AUTH) return reconnect("backoff", "expired");
+      if (code === CloseCode.RATE_LIMITED) return reconnect("backoff+rate_limited");
+      return reconnect("backoff");
+    }
+    case "refused": {
+      const { status } = given;
+      if (status === 401) {
+        // Once per streak: a cached token may just have expired.
+        return hasGetToken && !authRetried && !exhausted ? reconnect("none", "unauthorized") : fail("unauthorized");
+      }
+      if (status === 403) return fail("forbidden");
+      // The request itself is wrong (bad room id, query, route): repeating it cannot help.
+      // 408, 426 ("it would be accepted now") and 429 pass with time.
+      if (status >= 400 && status < 500 && status !== 408 && status !== 426 && status !== 429) return fail("refused");
+      if (exhausted) return fail("max_reconnect_attempts");
+      return reconnect(status === 429 ? "retry_after" : "backoff");
+    }
+    case "token": {
+      const { reason, sameToken } = given;
+      // The token just refused, again: connecting with it would only be refused again.
+      if (sameToken && reason === "unauthorized") return fail("unauthorized");
+      if (sameToken && reason === "expired") return fail("token_expired");
+      return { action: "use_token" };
+    }
+    default:
+      throw new TypeError(`decide: unknown kind ${JSON.stringify(kind)} (close, refused or token)`);
+  }
+}
+
+/** A CLIENT_EVENT_RATES window, as the server reads it: `500ms`, `5s`, `1m`. */
+const DURATION = /^(\d+)(ms|s|m)$/;
+const UNIT_MS = { ms: 1, s: 1000, m: 60000 };
+
+/**
+ * The `eventRates` option as a list of {pattern, limit, windowMs}: the server's
+ * CLIENT_EVENT_RATES text (`typing.*=5/5s,cursor.move=30/1s`) or an object
+ * (`{"typing.*": [5, 5000]}`, a limit and a window in ms).
+ */
+function parseEventRates(rates) {
+  if (rates == null) return [];
+  const bad = (what) => new TypeError(`eventRates: ${what} (e.g. "typing.*=5/5s,cursor.move=30/1s" or {"typing.*": [5, 5000]})`);
+  let entries;
+  if (typeof rates === "string") {
+    entries = rates.split(",").map((s) => s.trim()).filter(Boolean).map((item) => {
+      const m = /^([^=\s]+)\s*=\s*(\d+)\s*\/\s*(\S+)$/.exec(item);
+      const d = m && DURATION.exec(m[3]);
+      if (!m || !d) throw bad(`cannot read ${JSON.stringify(item)}: write pattern=count/window`);
+      return [m[1], [Number(m[2]), Number(d[1]) * UNIT_MS[d[2]]]];
+    });
+  } else if (isPlainObject(rates)) {
+    entries = Object.entries(rates);
+  } else {
+    throw bad("a string or an object");
+  }
+  return entries.map(([pattern, rate]) => {
+    if (!isPattern(pattern)) throw bad(`${JSON.stringify(pattern)} is not an event name or pattern`);
+    const [limit, windowMs] = Array.isArray(rate) ? rate : [];
+    if (!Number.isInteger(limit) || limit < 1 || !(windowMs > 0)) {
+      throw bad(`the rate of ${JSON.stringify(pattern)} must be [count, windowMs] with a whole count and a window above 0`);
+    }
+    return { pattern, limit, windowMs };
+  });
+}
+
+/** The `debug` option as a function (message, details), or null when off. */
+function makeLogger(debug) {
+  if (typeof debug === "function") return debug;
+  if (debug === true) return (message, details) => console.debug(`[roomcast] ${message}`, details);
+  if (debug === undefined || debug === false) return null;
+  throw new TypeError("`debug` is true, false, or a function (message, details)");
+}
+
 /** How many left rooms' positions a client remembers for a later join. */
 const MAX_POSITIONS = 256;
 
@@ -251,8 +360,678 @@ const MAX_POSITIONS = 256;
  */
 
 /**
- * Holds one WebSocket per room, keeps it alive, resumes after drops without gaps or
- * duplicates, and acknowledges notifications once the app has handled them.
+ * What a RoomConnection needs of its client: the options and runtime pieces, the client-wide
+ * state (closed, the type filter), and where the room hands over what spans rooms (events to
+ * fire, notifications to dedupe and dispatch, client events to route by name).
+ * @typedef {object} Host
+ * @property {Record<string, any>} opts
+ * @property {new (url: string) => any} WS
+ * @property {((url: string, init: object) => Promise<any>) | null} fetch
+ * @property {() => number} random
+ * @property {Array<{pattern: string, limit: number, windowMs: number}>} rates
+ * @property {((message: string, details: object) => void) | null} log
+ * @property {boolean} closed
+ * @property {string[]} types
+ * @property {(event: string, ...args: unknown[]) => void} fire
+ * @property {() => void} changed
+ * @property {(room: RoomConnection, n: object) => void} notification
+ * @property {(room: RoomConnection, n: object) => void} ephemeral
+ * @property {(room: RoomConnection, e: object) => void} event
+ */
+
+/**
+ * One room's WebSocket: opens it with a token, keeps it alive, resumes after drops, asks the
+ * probe why a connection was refused and does what `decide` says; keeps the room's presence
+ * map, pending sync, acks and the server's rate windows. What spans rooms (dedupe, listeners,
+ * the client's overall state) is the client's, reached through the host.
+ */
+class RoomConnection {
+  /** @type {Host} */
+  #host;
+  /** The state setPresence asked for (JSON text), the one sent on this connection, and when. */
+  #presenceWanted = null;
+  #presenceSent = null;
+  #presenceTimes = [];
+  /** When this connection sent its recent client events: all of them, and per eventRates pattern. */
+  #eventTimes = [];
+  #rateTimes = new Map();
+  /** The pending sync(): {since, promise, resolve}. */
+  #pendingSync = null;
+  #resumeFrom = null;
+  #token = null;
+  #connectedAt = 0;
+  #connectionId = null;
+  #timers = { reconnect: null, ping: null, pong: null, connect: null, ack: null, presence: null };
+  #ackQueue = new Set();
+  /** Each notification's hand-over waits for the previous one's: order per room. */
+  #chain = Promise.resolve();
+  /** What the probe last said: {status, serverCode, serverMessage}. */
+  #refusal = null;
+  #authRetried = false;
+  #probeUrl = null;
+  /** Bumped whenever the room starts over: answers for an older attempt are ignored. */
+  #gen = 0;
+
+  /**
+   * @param {string} id
+   * @param {number | undefined} since a seq ≥ 0 to resume after
+   * @param {boolean} watchPresence
+   * @param {Host} host
+   */
+  constructor(id, since, watchPresence, host) {
+    this.id = id;
+    this.#host = host;
+    this.watchPresence = Boolean(watchPresence);
+    /** userId -> PresenceUser; null until the first `connected` of a watching room. */
+    this.presence = null;
+    this.presenceCount = 0;
+    /** idle | connecting | reconnecting | connected | error | closed */
+    this.state = "idle";
+    this.everConnected = false;
+    this.ws = null;
+    this.attempt = 0;
+    this.lastSeq = Number.isSafeInteger(since) && since >= 0 ? since : null;
+    this.lastConnectedAt = null;
+    this.error = null;
+    /** What the client last reported in `status` for this room. */
+    this.statusKey = null;
+  }
+
+  /** The state as the client reports it. @returns {ConnectionState} */
+  get publicState() {
+    switch (this.state) {
+      case "connecting":
+      case "reconnecting":
+      case "connected":
+      case "error":
+        return this.state;
+      default:
+        return "disconnected";
+    }
+  }
+
+  /** Connected, with a socket that can send. */
+  get #live() {
+    return this.state === "connected" && this.ws?.readyState === OPEN;
+  }
+
+  #log(message, details = {}) {
+    this.#host.log?.(`room ${this.id}: ${message}`, { roomId: this.id, ...details });
+  }
+
+  /** Queues work behind the room's earlier notifications. */
+  enqueue(fn) {
+    this.#chain = this.#chain.then(fn);
+  }
+
+  /** Sends a frame's text if the room is connected; whether it was sent. */
+  send(text) {
+    if (!this.#live) return false;
+    this.ws.send(text);
+    return true;
+  }
+
+  /** What `decide` is given about this room, plus what happened. */
+  #given(kind, what) {
+    const o = this.#host.opts;
+    return {
+      kind, ...what,
+      hasGetToken: typeof o.getToken === "function",
+      authRetried: this.#authRetried,
+      everConnected: this.everConnected,
+      attempt: this.attempt,
+      maxAttempts: o.maxReconnectAttempts,
+    };
+  }
+
+  // ---- connection lifecycle ----
+
+  /** Opens a socket (after asking for a token); `reason` is what getToken is told. */
+  async open(reason) {
+    const host = this.#host;
+    const o = host.opts;
+    const gen = ++this.#gen;
+    this.#clearTimers();
+    this.error = null;
+    this.state = this.everConnected ? "reconnecting" : "connecting";
+    host.changed();
+    let token;
+    try {
+      token = typeof o.getToken === "function"
+        ? await o.getToken({ roomId: this.id, reason })
+        : await o.token;
+    } catch (err) {
+      if (gen !== this.#gen || host.closed) return;
+      host.fire("error", new RealtimeError("token_error", `getToken failed: ${err?.message ?? err}`, { roomId: this.id, cause: err }));
+      if (reason === "expired") return this.#fail("token_expired", "the token expired and getToken could not supply a new one", { closeCode: CloseCode.AUTH });
+      if (reason === "unauthorized") return this.#failUnauthorized("getToken failed after the server refused the token");
+      return this.#noAnswer();
+    }
+    if (gen !== this.#gen || host.closed) return;
+    if (typeof token !== "string" || token === "") {
+      return this.#fail("no_token", "no token: getToken returned nothing");
+    }
+    const verdict = decide(this.#given("token", { reason, sameToken: token === this.#token }));
+    if (verdict.action === "fail") {
+      return verdict.error === "unauthorized"
+        ? this.#failUnauthorized("getToken returned the same token again")
+        : this.#fail(verdict.error, "the server closed the connection for the token (4001) and no new token is available", { closeCode: CloseCode.AUTH });
+    }
+    if (typeof o.getToken !== "function") {
+      const exp = tokenExp(token);
+      if (exp !== undefined && exp * 1000 <= Date.now() && reason !== "connect") {
+        return this.#fail("token_expired", "the token has expired; pass getToken to refresh it", { closeCode: CloseCode.AUTH });
+      }
+    }
+    this.#token = token;
+
+    const params = new URLSearchParams({ token });
+    this.#resumeFrom = this.lastSeq;
+    if (this.lastSeq !== null) params.set("since", String(this.lastSeq));
+    if (host.types.length) params.set("types", host.types.join(","));
+    if (this.watchPresence) params.set("presence", "1");
+    // Frames queued behind others may come several to a message; unpacked in #onMessage.
+    params.set("batch", "1");
+    const base = typeof o.url === "function" ? await o.url({ roomId: this.id }) : (o.url ?? globalThis.location.origin);
+    if (gen !== this.#gen || host.closed) return;
+    const path = `/rooms/${encodeURIComponent(this.id)}/subscribe?${params}`;
+    const url = wsBase(base) + path;
+    this.#probeUrl = httpBase(base) + path;
+    const since = this.#resumeFrom;
+    this.#log(since === null ? `connecting (${reason})` : `connecting (${reason}), resuming since ${since}`,
+      { reason, since, attempt: this.attempt });
+
+    let ws;
+    try {
+      ws = new host.WS(url);
+    } catch (err) {
+      host.fire("error", new RealtimeError("connect_failed", `could not open a WebSocket: ${err?.message ?? err}`, { roomId: this.id, cause: err }));
+      return this.#noAnswer();
+    }
+    this.ws = ws;
+    ws.onopen = () => { if (ws === this.ws) this.#log("socket opened"); };
+    ws.onmessage = (ev) => this.#onMessage(ws, ev.data);
+    ws.onclose = (ev) => this.#onClose(ws, ev.code, ev.reason ?? "");
+    ws.onerror = () => { /* a close event follows */ };
+    this.#timers.connect = setTimeout(() => this.#dead(ws, "connect timeout"), o.connectTimeoutMs);
+  }
+
+  #onHello(ws, hello) {
+    const host = this.#host;
+    clearTimeout(this.#timers.connect);
+    this.#timers.connect = null;
+    const since = this.#resumeFrom;
+    this.state = "connected";
+    this.everConnected = true;
+    this.#connectedAt = Date.now();
+    this.lastConnectedAt = this.#connectedAt;
+    this.#authRetried = false;
+    this.#connectionId = hello.connectionId ?? null;
+    const serverSeq = typeof hello.lastSeq === "number" ? hello.lastSeq : null;
+    // Without a known seq, start from the room's; a room whose log is behind ours (storage
+    // reset) restarts ours.
+    if (serverSeq !== null && (this.lastSeq === null || serverSeq < this.lastSeq)) {
+      this.lastSeq = serverSeq;
+    }
+    this.#startKeepalive(ws);
+    // A new connection: the server's windows start again, and it has not seen our state.
+    this.#presenceTimes = [];
+    this.#presenceSent = null;
+    this.#eventTimes = [];
+    this.#rateTimes.clear();
+    const resumed = since !== null;
+    const recovered = resumed ? hello.recovered !== false : undefined;
+    this.#log(`connected (lastSeq ${serverSeq}${resumed ? `, recovered ${recovered}` : ""})`,
+      { connectionId: this.#connectionId, lastSeq: serverSeq, resumed, ...(resumed ? { since, recovered } : {}) });
+    // Before `connected`, so its listeners read the new map.
+    if (this.watchPresence) this.#presenceSnapshot(hello);
+    host.changed();
+    host.fire("connected", {
+      roomId: this.id, connectionId: this.#connectionId, lastSeq: serverSeq, resumed,
+      ...(resumed ? { recovered } : {}),
+    });
+    if (resumed) host.fire("recovery", { roomId: this.id, since, lastSeq: serverSeq, recovered });
+    this.flushAcks();
+    this.#flushPresence();
+  }
+
+  #onMessage(ws, data) {
+    if (ws !== this.ws) return;
+    // Any frame proves the connection alive.
+    clearTimeout(this.#timers.pong);
+    this.#timers.pong = null;
+    if (typeof data !== "string" || data === "pong") return;
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!frame || typeof frame !== "object") return;
+    if (frame.type === "batch" && Array.isArray(frame.frames) && frame.id === undefined) {
+      // Frames the server queued behind others, in order: each handled as if it came alone.
+      for (const inner of frame.frames) {
+        if (ws !== this.ws) return; // one of them ended the connection
+        if (inner && typeof inner === "object") this.#onFrame(ws, inner);
+      }
+      return;
+    }
+    this.#onFrame(ws, frame);
+  }
+
+  #onFrame(ws, frame) {
+    const host = this.#host;
+    if (typeof frame.type !== "string") return;
+    if (CONTROL_FRAMES.has(frame.type) && typeof frame.seq !== "number") {
+      switch (frame.type) {
+        case "connected":
+          return this.#onHello(ws, frame);
+        case "subscribed":
+          return void host.fire("subscribed", { roomId: this.id, types: frame.data?.types ?? [] });
+        case "error":
+          return void host.fire("error", new RealtimeError(frame.code ?? "server_error", frame.message ?? "error frame from the server", { roomId: this.id, serverCode: frame.code }));
+        case "event":
+          return typeof frame.event === "string" ? host.event(this, frame) : undefined;
+        case "synced":
+          return this.#onSynced(frame);
+        default:
+          return;
+      }
+    }
+    // Presence frames: reserved types, no id or seq.
+    if (frame.type.startsWith("presence.") && typeof frame.userId === "string") return this.#onPresence(frame);
+    if (typeof frame.id !== "string") return;
+    if (typeof frame.seq === "number") {
+      if (this.lastSeq === null || frame.seq > this.lastSeq) this.lastSeq = frame.seq;
+      host.notification(this, frame);
+    } else if (frame.ephemeral === true) {
+      host.ephemeral(this, frame);
+    }
+  }
+
+  #onClose(ws, code, reason) {
+    if (ws !== this.ws) return;
+    const host = this.#host;
+    const wasConnected = this.state === "connected";
+    this.ws = null;
+    this.#clearTimers({ keepAck: true });
+    this.#endSync();
+    if (host.closed || this.state === "closed") return;
+    this.#log(`closed: ${code}${reason ? ` ${reason}` : ""}`, { code, reason, wasConnected });
+    host.fire("disconnected", { roomId: this.id, code, reason, wasConnected });
+    if (wasConnected && Date.now() - this.#connectedAt >= host.opts.stableAfterMs) this.attempt = 0;
+    this.#follow(decide(this.#given("close", { code, wasConnected })), { code, reason });
+  }
+
+  /**
+   * The socket closed before `connected`: asks the subscribe URL without Upgrade what the
+   * upgrade got, and decides on its answer.
+   */
+  async #probe(code) {
+    const host = this.#host;
+    const gen = this.#gen;
+    const url = this.#probeUrl;
+    // Nothing to ask with: as a connection that got no answer.
+    if (!host.fetch || !url) return this.#follow(decide(this.#given("refused", { status: 0 })), { code });
+    let status = 0;
+    let retryAfter;
+    let body;
+    const ctrl = typeof AbortController === "function" ? new AbortController() : undefined;
+    const timer = ctrl ? setTimeout(() => ctrl.abort(), host.opts.connectTimeoutMs) : undefined;
+    try {
+      // A simple GET (the token is in the query): no CORS preflight.
+      const res = await host.fetch(url, { method: "GET", credentials: "omit", signal: ctrl?.signal });
+      status = res.status;
+      retryAfter = res.headers?.get?.("retry-after") ?? undefined;
+      const text = await res.text();
+      try { body = JSON.parse(text); } catch { /* not JSON */ }
+    } catch {
+      // No answer (network, CORS, timeout): like any other drop.
+    } finally {
+      clearTimeout(timer);
+    }
+    if (gen !== this.#gen || host.closed || this.state === "closed") return;
+    this.#refusal = { status, serverCode: body?.error?.code, serverMessage: body?.error?.message };
+    const waitMs = status === 429 ? retryAfterMs(retryAfter) : undefined;
+    this.#log(`the probe answered ${status === 0 ? "nothing" : this.#says(status)}`,
+      { status, serverCode: this.#refusal.serverCode, ...(waitMs !== undefined ? { retryAfterMs: waitMs } : {}) });
+    this.#follow(decide(this.#given("refused", { status })), { code, status, retryAfterMs: waitMs });
+  }
+
+  /** No socket came of it (getToken threw, the WebSocket constructor threw): as no answer. */
+  #noAnswer() {
+    this.#follow(decide(this.#given("refused", { status: 0 })), {});
+  }
+
+  /** `401 unauthorized: <the server's message>` from what the probe said. */
+  #says(status) {
+    const r = this.#refusal ?? {};
+    return `${status}${r.serverCode ? ` ${r.serverCode}` : ""}${r.serverMessage ? `: ${r.serverMessage}` : ""}`;
+  }
+
+  /**
+   * Carries out a decision. `ctx`: the close `code` and `reason`, or the probe's `status` and
+   * `retryAfterMs`.
+   */
+  #follow(verdict, ctx) {
+    const { code, reason, status } = ctx;
+    switch (verdict.action) {
+      case "probe":
+        return void this.#probe(code);
+      case "reconnect":
+        return this.#reconnect(verdict, ctx);
+      case "fail":
+        break;
+      default:
+        return;
+    }
+    const hasGetToken = typeof this.#host.opts.getToken === "function";
+    switch (verdict.error) {
+      case "invalid_frames":
+        return this.#fail("invalid_frames", `the server closed the connection for invalid frames (4003): ${reason}`, { closeCode: code });
+      case "token_expired":
+        return this.#fail("token_expired", `the server refused the token (4001): ${reason}`, { closeCode: code });
+      case "unauthorized":
+        return this.#failUnauthorized(!hasGetToken ? "pass getToken to supply fresh tokens"
+          : this.#authRetried ? "a fresh token from getToken was refused too"
+            : `no attempt left for a fresh token (maxReconnectAttempts ${this.#host.opts.maxReconnectAttempts})`);
+      case "forbidden":
+        return this.#fail("forbidden", `not allowed in this room (${this.#says(status)})`, { status, serverCode: this.#refusal?.serverCode });
+      case "refused":
+        return this.#fail("refused", `the server refused the connection (${this.#says(status)})`, { status, serverCode: this.#refusal?.serverCode });
+      default:
+        return this.#fail(verdict.error, `gave up after ${this.#host.opts.maxReconnectAttempts} reconnect attempts`, { closeCode: code, status });
+    }
+  }
+
+  /** Schedules the next attempt after the delay a decision chose. */
+  #reconnect(verdict, { code, status, retryAfterMs: waitMs }) {
+    const host = this.#host;
+    const o = host.opts;
+    if (host.closed) return;
+    this.ws = null;
+    // An idle close ends a quiet connection that worked: not a failure, so the count restarts.
+    if (code === CloseCode.IDLE) this.attempt = 0;
+    this.attempt += 1;
+    if (verdict.tokenReason === "unauthorized") this.#authRetried = true;
+    let delayMs;
+    if (verdict.delay === "none") delayMs = 0;
+    // The server's wait, plus up to initialDelayMs of jitter so the refused do not return at once.
+    else if (verdict.delay === "retry_after" && waitMs !== undefined) delayMs = waitMs + backoffDelay(1, o, host.random);
+    else {
+      delayMs = backoffDelay(this.attempt, o, host.random);
+      // 4002, or a 429 that did not say how long: wait longer.
+      if (verdict.delay !== "backoff") delayMs += o.rateLimitedDelayMs;
+    }
+    this.state = this.everConnected ? "reconnecting" : "connecting";
+    host.changed();
+    const info = { roomId: this.id, attempt: this.attempt, delayMs, code };
+    if (status !== undefined) info.status = status;
+    if (waitMs !== undefined) info.retryAfterMs = waitMs;
+    this.#log(`reconnecting in ${delayMs} ms (attempt ${this.attempt}, delay ${verdict.delay}, token ${verdict.tokenReason})`,
+      { ...info, delay: verdict.delay, tokenReason: verdict.tokenReason });
+    host.fire("reconnecting", info);
+    this.#timers.reconnect = setTimeout(() => this.open(verdict.tokenReason), delayMs);
+  }
+
+  /** Gives up on a socket that stopped answering: reconnect without waiting for its close. */
+  #dead(ws, why) {
+    if (ws !== this.ws) return;
+    this.#onClose(ws, 1006, why);
+    try {
+      if (typeof ws.terminate === "function") ws.terminate();
+      else ws.close(4000, why);
+    } catch { /* already closed */ }
+  }
+
+  #failUnauthorized(why) {
+    this.#fail("unauthorized", `the server refused the token (${this.#says(401)}); ${why}`, { status: 401, serverCode: this.#refusal?.serverCode });
+  }
+
+  #fail(code, message, details = {}) {
+    const err = new RealtimeError(code, `room ${this.id}: ${message}`, { ...details, roomId: this.id, fatal: true });
+    this.#log(`stopped: ${code}`, { error: code, message: err.message });
+    this.stop("error");
+    this.clearPresence();
+    this.error = err;
+    this.#host.changed();
+    this.#host.fire("error", err);
+  }
+
+  /** Stops the socket and timers, leaving the room in `state`. */
+  stop(state) {
+    this.#gen++;
+    this.#clearTimers();
+    this.#endSync();
+    const ws = this.ws;
+    this.ws = null;
+    this.state = state;
+    if (ws && state !== "closed") {
+      try { ws.close(1000); } catch { /* already closed */ }
+    }
+  }
+
+  #clearTimers({ keepAck = false } = {}) {
+    const timers = this.#timers;
+    for (const [k, t] of Object.entries(timers)) {
+      if (keepAck && k === "ack") continue;
+      clearTimeout(t);
+      clearInterval(t);
+      timers[k] = null;
+    }
+  }
+
+  #startKeepalive(ws) {
+    const { pingIntervalMs, pongTimeoutMs } = this.#host.opts;
+    if (!(pingIntervalMs > 0)) return;
+    this.#timers.ping = setInterval(() => {
+      if (ws !== this.ws || ws.readyState !== OPEN) return;
+      try { ws.send("ping"); } catch { /* the close event follows */ }
+      if (!this.#timers.pong) {
+        this.#timers.pong = setTimeout(() => this.#dead(ws, "keepalive timeout"), pongTimeoutMs);
+      }
+    }, pingIntervalMs);
+  }
+
+  // ---- acks ----
+
+  queueAck(id) {
+    this.#ackQueue.add(id);
+    if (!this.#timers.ack) {
+      this.#timers.ack = setTimeout(() => {
+        this.#timers.ack = null;
+        this.flushAcks();
+      }, this.#host.opts.ackDelayMs);
+    }
+  }
+
+  flushAcks() {
+    if (this.#ackQueue.size === 0 || !this.#live) return;
+    const ids = [...this.#ackQueue];
+    this.#ackQueue.clear();
+    for (let i = 0; i < ids.length; i += MAX_ACK_IDS) {
+      const chunk = ids.slice(i, i + MAX_ACK_IDS);
+      this.ws.send(JSON.stringify({ type: "ack", ids: chunk }));
+      this.#log(`acks sent (${chunk.length})`, { ids: chunk });
+      this.#host.fire("ack", { roomId: this.id, ids: chunk });
+    }
+  }
+
+  // ---- client events ----
+
+  /**
+   * Sends a client event unless the server would refuse it for its rate: CLIENT_EVENT_RATE
+   * (`clientEventRate` per 10 s) and the `eventRates` patterns the name matches.
+   */
+  emit(event, data) {
+    if (!this.#live) return this.#refuseEmit(event, "the room is not connected");
+    const o = this.#host.opts;
+    const now = Date.now();
+    const all = prune(this.#eventTimes, now);
+    if (all.length >= o.clientEventRate) {
+      return this.#refuseEmit(event, `${o.clientEventRate} events went out in the last 10 s (clientEventRate)`);
+    }
+    const limits = this.#host.rates.filter((r) => matchesType(r.pattern, event));
+    for (const r of limits) {
+      let times = this.#rateTimes.get(r.pattern);
+      if (!times) this.#rateTimes.set(r.pattern, (times = []));
+      if (prune(times, now, r.windowMs).length >= r.limit) {
+        return this.#refuseEmit(event, `${r.limit} events matching ${r.pattern} went out in the last ${r.windowMs} ms (eventRates)`);
+      }
+    }
+    all.push(now);
+    for (const r of limits) this.#rateTimes.get(r.pattern).push(now);
+    this.ws.send(JSON.stringify(data === undefined ? { type: "emit", event } : { type: "emit", event, data }));
+    return true;
+  }
+
+  #refuseEmit(event, why) {
+    this.#log(`emit ${event} not sent: ${why}`, { event, why });
+    return false;
+  }
+
+  // ---- presence ----
+
+  /**
+   * The `connected` frame's presence replaces the room's map: nothing from before the
+   * connection is kept. After a reconnect, users who came or went meanwhile are announced.
+   */
+  #presenceSnapshot(hello) {
+    const fire = this.#host.fire;
+    const p = hello.presence && typeof hello.presence === "object" ? hello.presence : { count: 0, users: [] };
+    const next = new Map();
+    for (const u of Array.isArray(p.users) ? p.users : []) {
+      if (u && typeof u.userId === "string") next.set(u.userId, presenceUser(u.userId, u.connections ?? 1, u.state, u.since ?? null));
+    }
+    const before = this.presence;
+    this.presence = next;
+    this.presenceCount = typeof p.count === "number" ? p.count : next.size;
+    fire("presence", { roomId: this.id, users: next, count: this.presenceCount, change: "snapshot" });
+    if (!before) return;
+    const at = typeof hello.serverTime === "string" ? hello.serverTime : new Date().toISOString();
+    for (const userId of before.keys()) {
+      if (!next.has(userId)) fire("left", { roomId: this.id, userId, timestamp: at });
+    }
+    for (const [userId, u] of next) {
+      if (!before.has(userId)) fire("joined", { roomId: this.id, userId, state: u.state, timestamp: u.since ?? at });
+    }
+  }
+
+  #onPresence(f) {
+    if (!this.watchPresence || !this.presence) return;
+    const fire = this.#host.fire;
+    const next = new Map(this.presence);
+    const { userId } = f;
+    let change;
+    if (f.type === "presence.joined") {
+      change = "joined";
+      if (!next.has(userId)) this.presenceCount++;
+      next.set(userId, presenceUser(userId, 1, f.state, f.timestamp ?? null));
+    } else if (f.type === "presence.left") {
+      change = "left";
+      next.delete(userId);
+      this.presenceCount = Math.max(next.size, this.presenceCount - 1);
+    } else if (f.type === "presence.updated") {
+      change = "updated";
+      const had = next.get(userId);
+      // A user beyond the first 100 listed when this connection opened: present, since unknown.
+      if (!had) this.presenceCount = Math.max(this.presenceCount, next.size + 1);
+      next.set(userId, presenceUser(userId, had?.connections ?? 1, f.state, had?.since ?? null));
+    } else {
+      return;
+    }
+    this.presence = next;
+    fire("presence", { roomId: this.id, users: next, count: this.presenceCount, change, userId });
+    if (change === "joined") fire("joined", { roomId: this.id, userId, state: next.get(userId).state, timestamp: f.timestamp });
+    if (change === "left") fire("left", { roomId: this.id, userId, timestamp: f.timestamp });
+  }
+
+  /** The room was left, closed or stopped: its map is emptied (and watchers told so). */
+  clearPresence() {
+    if (!this.presence) return;
+    this.presence = null;
+    this.presenceCount = 0;
+    this.#host.fire("presence", { roomId: this.id, users: EMPTY_PRESENCE, count: 0, change: "cleared" });
+  }
+
+  /** @param {string} state the JSON text of the state to set */
+  setPresence(state) {
+    this.#presenceWanted = state;
+    this.#flushPresence();
+  }
+
+  /** Sends the wanted presence state when the server's window allows; else later. */
+  #flushPresence() {
+    clearTimeout(this.#timers.presence);
+    this.#timers.presence = null;
+    const wanted = this.#presenceWanted;
+    if (wanted === null || wanted === this.#presenceSent) return;
+    if (!this.#live) return; // sent by #onHello
+    const now = Date.now();
+    const recent = prune(this.#presenceTimes, now);
+    if (recent.length >= PRESENCE_SET_RATE) {
+      const wait = recent[0] + RATE_WINDOW_MS + RATE_MARGIN_MS - now;
+      this.#timers.presence = setTimeout(() => this.#flushPresence(), Math.max(0, wait));
+      return;
+    }
+    recent.push(now);
+    this.#presenceSent = wanted;
+    this.ws.send(`{"type":"presence.set","data":${wanted}}`);
+  }
+
+  // ---- sync ----
+
+  /** Asks for what came after the last seq; resolves with the result, or null if not connected. */
+  sync() {
+    if (!this.#live) return Promise.resolve(null);
+    if (this.#pendingSync) return this.#pendingSync.promise;
+    const since = this.lastSeq ?? 0;
+    let resolve;
+    const promise = new Promise((r) => { resolve = r; });
+    this.#pendingSync = { since, promise, resolve };
+    this.ws.send(JSON.stringify({ type: "sync", since }));
+    // A socket that slept may be dead: with no frame at all in pongTimeoutMs it is replaced,
+    // as the keepalive would (and the new connection resumes after `since`).
+    const ws = this.ws;
+    const { pongTimeoutMs } = this.#host.opts;
+    if (!this.#timers.pong && pongTimeoutMs > 0) {
+      this.#timers.pong = setTimeout(() => this.#dead(ws, "no answer to sync"), pongTimeoutMs);
+    }
+    return promise;
+  }
+
+  #onSynced(f) {
+    const fire = this.#host.fire;
+    const pending = this.#pendingSync;
+    this.#pendingSync = null;
+    const serverSeq = typeof f.lastSeq === "number" ? f.lastSeq : null;
+    // The replay went up to the room's latest seq: later ones arrive live after this frame.
+    if (serverSeq !== null && (this.lastSeq === null || serverSeq !== this.lastSeq)) {
+      this.lastSeq = serverSeq;
+    }
+    const since = pending?.since ?? null;
+    const result = { roomId: this.id, since, lastSeq: serverSeq, recovered: f.recovered !== false };
+    // Settles once what the replay brought has been handed to the app.
+    this.#chain.then(() => {
+      fire("synced", result);
+      if (since !== null) fire("recovery", { ...result, since });
+      pending?.resolve(result);
+    });
+  }
+
+  /** A sync whose socket went: left out of sync()'s results (the reconnect resumes instead). */
+  #endSync() {
+    const pending = this.#pendingSync;
+    this.#pendingSync = null;
+    pending?.resolve(null);
+  }
+}
+
+/**
+ * Holds one WebSocket per room (a RoomConnection each), keeps them alive, resumes after drops
+ * without gaps or duplicates, and acknowledges notifications once the app has handled them. The
+ * client is the façade over its rooms: it owns what spans them (dedupe, listeners, the overall
+ * state) and hands each room the rest.
  *
  * Events (`client.on(name, fn)` returns an unsubscribe function):
  * - `notification` (n, {roomId}): each notification once, in order per room. A returned promise
@@ -273,23 +1052,17 @@ const MAX_POSITIONS = 256;
  *   (`memory.created`, `note.*`, `*`): the listener gets the notifications and the client
  *   events that match, as (n, {roomId, kind}).
  *
- * A connection that closes before the server said `connected` was refused or never reached
- * the server; browsers cannot tell which (they report 1006). So the client asks the subscribe
- * URL without `Upgrade` (the probe), which answers the status the upgrade got: 401 → one fresh
- * token, then a fatal `unauthorized`; 403 → fatal `forbidden`; 429 → wait Retry-After;
- * network errors, 5xx and 426 ("would have been accepted") → back off as for any drop.
+ * What a room does after each close or refusal is `decide`'s answer (see there).
  */
 export class RealtimeClient extends Emitter {
   #opts;
-  #WS;
+  /** roomId -> RoomConnection */
   #rooms = new Map();
   /** id -> {rooms: Set<string>, acked: boolean}: the notifications already delivered. */
   #seen = new Map();
   #types;
   #state = "disconnected";
   #closed = true;
-  #random;
-  #fetch;
   /** roomId -> last seq of rooms that were left, so joining again resumes. */
   #positions = new Map();
   /** pattern -> Set<{fn}>: listeners by notification type or event name. */
@@ -301,6 +1074,8 @@ export class RealtimeClient extends Emitter {
   /** When the page was hidden (null while visible or outside a browser). */
   #hiddenAt = null;
   #onVisibility = () => this.#visibilityChanged();
+  /** @type {Host} what every RoomConnection of this client shares */
+  #host;
 
   /**
    * @param {import("./roomcast.d.ts").RealtimeClientOptions} options
@@ -326,19 +1101,36 @@ export class RealtimeClient extends Emitter {
     if (o.url == null && !globalThis.location?.origin) {
       throw new TypeError("RealtimeClient needs `url` (the roomcast server's base URL)");
     }
-    this.#opts = o;
-    this.#WS = WS;
-    this.#random = typeof o.random === "function" ? o.random : Math.random;
-    // Called as a plain function: a browser's fetch must not be called as a method of another object.
-    this.#fetch = typeof o.fetch === "function" ? o.fetch
-      : typeof globalThis.fetch === "function" ? (...args) => globalThis.fetch(...args) : null;
-    this.#types = [...new Set(o.types ?? [])];
     if (o.presence !== undefined && typeof o.presence !== "boolean" && !Array.isArray(o.presence)) {
       throw new TypeError("`presence` is true (every room), false, or an array of room ids");
     }
+    this.#opts = o;
+    this.#types = [...new Set(o.types ?? [])];
     this.#presenceRooms = o.presence === true ? true : new Set(Array.isArray(o.presence) ? o.presence : []);
-    for (const id of new Set(rooms)) this.#rooms.set(id, newRoom(id, o.since?.[id], this.#watches(id)));
+    const client = this;
+    this.#host = {
+      opts: o,
+      WS,
+      // Called as a plain function: a browser's fetch must not be called as a method of another object.
+      fetch: typeof o.fetch === "function" ? o.fetch
+        : typeof globalThis.fetch === "function" ? (...args) => globalThis.fetch(...args) : null,
+      random: typeof o.random === "function" ? o.random : Math.random,
+      rates: parseEventRates(o.eventRates),
+      log: makeLogger(o.debug),
+      get closed() { return client.#closed; },
+      get types() { return client.#types; },
+      fire: (event, ...args) => this.#fire(event, ...args),
+      changed: () => this.#updateState(),
+      notification: (room, n) => this.#onNotification(room, n),
+      ephemeral: (room, n) => this.#onEphemeral(room, n),
+      event: (room, e) => this.#onEvent(room, e),
+    };
+    for (const id of new Set(rooms)) this.#rooms.set(id, this.#newRoom(id, o.since?.[id], this.#watches(id)));
     if (o.autoConnect !== false) this.connect();
+  }
+
+  #newRoom(id, since, watchPresence) {
+    return new RoomConnection(id, since, watchPresence, this.#host);
   }
 
   /** Fires one of the client's own events (`emit` sends a client event instead). */
@@ -367,8 +1159,7 @@ export class RealtimeClient extends Emitter {
    * @returns {ConnectionState | undefined}
    */
   roomState(roomId) {
-    const room = this.#rooms.get(roomId);
-    return room && publicState(room);
+    return this.#rooms.get(roomId)?.publicState;
   }
 
   /**
@@ -393,7 +1184,7 @@ export class RealtimeClient extends Emitter {
     if (!room) return undefined;
     return {
       roomId,
-      state: publicState(room),
+      state: room.publicState,
       attempt: room.attempt,
       lastConnectedAt: room.lastConnectedAt,
       lastSeq: room.lastSeq,
@@ -445,18 +1236,18 @@ export class RealtimeClient extends Emitter {
       if (options.presence === true && !held.watchPresence) {
         held.watchPresence = true;
         if (!this.#closed && held.state !== "error" && held.state !== "closed") {
-          this.#flushAcks(held);
-          this.#stop(held, "idle");
-          this.#open(held, held.everConnected ? "reconnect" : "connect");
+          held.flushAcks();
+          held.stop("idle");
+          held.open(held.everConnected ? "reconnect" : "connect");
         }
       }
       return this;
     }
     const since = options.since ?? this.#positions.get(roomId);
     this.#positions.delete(roomId);
-    const room = newRoom(roomId, since, options.presence ?? this.#watches(roomId));
+    const room = this.#newRoom(roomId, since, options.presence ?? this.#watches(roomId));
     this.#rooms.set(roomId, room);
-    if (!this.#closed) this.#open(room, "connect");
+    if (!this.#closed) room.open("connect");
     this.#updateState();
     return this;
   }
@@ -472,11 +1263,11 @@ export class RealtimeClient extends Emitter {
   leave(roomId, timeoutMs = 2000) {
     const room = this.#rooms.get(roomId);
     if (!room) return Promise.resolve();
-    this.#flushAcks(room);
+    room.flushAcks();
     const ws = room.ws;
-    this.#stop(room, "closed");
+    room.stop("closed");
     this.#rooms.delete(roomId);
-    this.#clearPresence(room);
+    room.clearPresence();
     if (room.lastSeq !== null) {
       this.#positions.set(roomId, room.lastSeq);
       if (this.#positions.size > MAX_POSITIONS) this.#positions.delete(this.#positions.keys().next().value);
@@ -492,7 +1283,7 @@ export class RealtimeClient extends Emitter {
     for (const room of this.#rooms.values()) {
       if (room.state === "idle" || room.state === "error" || room.state === "closed") {
         room.attempt = 0;
-        this.#open(room, room.everConnected ? "reconnect" : "connect");
+        room.open(room.everConnected ? "reconnect" : "connect");
       }
     }
     this.#updateState();
@@ -510,11 +1301,11 @@ export class RealtimeClient extends Emitter {
     this.#watchVisibility(false);
     const waits = [];
     for (const room of this.#rooms.values()) {
-      this.#flushAcks(room);
+      room.flushAcks();
       const ws = room.ws;
-      this.#stop(room, "closed");
+      room.stop("closed");
       waits.push(closeSocket(ws, timeoutMs));
-      this.#clearPresence(room);
+      room.clearPresence();
     }
     this.#updateState();
     return Promise.all(waits).then(() => undefined);
@@ -532,10 +1323,7 @@ export class RealtimeClient extends Emitter {
       const rec = this.#seen.get(id);
       if (rec) rec.acked = true;
       const targets = rec ? [...rec.rooms] : [...this.#rooms.keys()];
-      for (const roomId of targets) {
-        const room = this.#rooms.get(roomId);
-        if (room) this.#queueAck(room, id);
-      }
+      for (const roomId of targets) this.#rooms.get(roomId)?.queueAck(id);
     }
   }
 
@@ -547,7 +1335,7 @@ export class RealtimeClient extends Emitter {
   subscribe(types) {
     const list = normalizeTypes(types);
     for (const t of list) if (!this.#types.includes(t)) this.#types.push(t);
-    this.#sendAll({ type: "subscribe", data: { types: list } });
+    this.send({ type: "subscribe", data: { types: list } });
   }
 
   /**
@@ -557,7 +1345,7 @@ export class RealtimeClient extends Emitter {
   unsubscribe(types) {
     const list = normalizeTypes(types);
     this.#types = this.#types.filter((t) => !list.includes(t));
-    this.#sendAll({ type: "unsubscribe", data: { types: list } });
+    this.send({ type: "unsubscribe", data: { types: list } });
   }
 
   /**
@@ -572,10 +1360,7 @@ export class RealtimeClient extends Emitter {
     let n = 0;
     for (const room of this.#rooms.values()) {
       if (options.roomId && room.id !== options.roomId) continue;
-      if (room.state === "connected" && room.ws?.readyState === OPEN) {
-        room.ws.send(text);
-        n++;
-      }
+      if (room.send(text)) n++;
     }
     return n;
   }
@@ -632,8 +1417,7 @@ export class RealtimeClient extends Emitter {
     const room = this.#rooms.get(roomId);
     if (!room) throw new TypeError(`setPresence: the client does not hold room ${roomId}`);
     if (!isPlainObject(state)) throw new TypeError("setPresence: the state must be a plain object");
-    room.presenceWanted = JSON.stringify(state);
-    this.#flushPresence(room);
+    room.setPresence(JSON.stringify(state));
   }
 
   /**
@@ -641,8 +1425,9 @@ export class RealtimeClient extends Emitter {
    * stamps it with this user's id. It must be allowed by the server's CLIENT_EVENT_TYPES (a
    * refused one comes back as an `error` with code `event_not_allowed`, and counts toward the
    * server's invalid-frame close). Events are not queued: false when the room is not connected,
-   * or when this connection already sent `clientEventRate` events in the last 10 s (sending
-   * more would only be refused).
+   * when this connection already sent `clientEventRate` events in the last 10 s, or when an
+   * `eventRates` limit of a pattern the name matches is reached (sending more would only be
+   * refused). With `debug`, each false says why.
    * @param {string} roomId
    * @param {string} event
    * @param {Record<string, unknown>} [data]
@@ -654,13 +1439,9 @@ export class RealtimeClient extends Emitter {
     }
     if (data !== undefined && !isPlainObject(data)) throw new TypeError("emit: data must be a plain object");
     const room = this.#rooms.get(roomId);
-    if (!room || room.state !== "connected" || room.ws?.readyState !== OPEN) return false;
-    const now = Date.now();
-    const recent = prune(room.eventTimes, now);
-    if (recent.length >= this.#opts.clientEventRate) return false;
-    recent.push(now);
-    room.ws.send(JSON.stringify(data === undefined ? { type: "emit", event } : { type: "emit", event, data }));
-    return true;
+    if (room) return room.emit(event, data);
+    this.#host.log?.(`room ${roomId}: emit ${event} not sent: the client does not hold this room`, { roomId, event });
+    return false;
   }
 
   /**
@@ -675,150 +1456,12 @@ export class RealtimeClient extends Emitter {
    */
   sync(roomId) {
     const rooms = roomId === undefined ? [...this.#rooms.values()] : [this.#rooms.get(roomId)].filter(Boolean);
-    return Promise.all(rooms.map((room) => this.#syncRoom(room))).then((all) => all.filter(Boolean));
+    return Promise.all(rooms.map((room) => room.sync())).then((all) => all.filter(Boolean));
   }
 
-  // ---- connection lifecycle ----
-
-  async #open(room, reason) {
-    const gen = ++room.gen;
-    this.#clearTimers(room);
-    room.error = null;
-    room.state = room.everConnected ? "reconnecting" : "connecting";
-    this.#updateState();
-    const o = this.#opts;
-    let token;
-    try {
-      token = typeof o.getToken === "function"
-        ? await o.getToken({ roomId: room.id, reason })
-        : await o.token;
-    } catch (err) {
-      if (gen !== room.gen || this.#closed) return;
-      this.#fire("error", new RealtimeError("token_error", `getToken failed: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
-      if (reason === "expired") return this.#fail(room, "token_expired", "the token expired and getToken could not supply a new one", { closeCode: 4001 });
-      if (reason === "unauthorized") return this.#failUnauthorized(room, "getToken failed after the server refused the token");
-      return this.#retry(room, undefined);
-    }
-    if (gen !== room.gen || this.#closed) return;
-    if (typeof token !== "string" || token === "") {
-      return this.#fail(room, "no_token", "no token: getToken returned nothing");
-    }
-    if (reason === "expired" && token === room.token) {
-      return this.#fail(room, "token_expired", "the server closed the connection for the token (4001) and no new token is available", { closeCode: 4001 });
-    }
-    if (reason === "unauthorized" && token === room.token) {
-      return this.#failUnauthorized(room, "getToken returned the same token again");
-    }
-    if (typeof o.getToken !== "function") {
-      const exp = tokenExp(token);
-      if (exp !== undefined && exp * 1000 <= Date.now() && reason !== "connect") {
-        return this.#fail(room, "token_expired", "the token has expired; pass getToken to refresh it", { closeCode: 4001 });
-      }
-    }
-    room.token = token;
-
-    const params = new URLSearchParams({ token });
-    room.resumeFrom = room.lastSeq;
-    if (room.lastSeq !== null) params.set("since", String(room.lastSeq));
-    if (this.#types.length) params.set("types", this.#types.join(","));
-    if (room.watchPresence) params.set("presence", "1");
-    const base = typeof o.url === "function" ? await o.url({ roomId: room.id }) : (o.url ?? globalThis.location.origin);
-    if (gen !== room.gen || this.#closed) return;
-    const path = `/rooms/${encodeURIComponent(room.id)}/subscribe?${params}`;
-    const url = wsBase(base) + path;
-    room.probeUrl = httpBase(base) + path;
-
-    let ws;
-    try {
-      ws = new this.#WS(url);
-    } catch (err) {
-      this.#fire("error", new RealtimeError("connect_failed", `could not open a WebSocket: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
-      return this.#retry(room, undefined);
-    }
-    room.ws = ws;
-    ws.onmessage = (ev) => this.#onFrame(room, ws, ev.data);
-    ws.onclose = (ev) => this.#onClose(room, ws, ev.code, ev.reason ?? "");
-    ws.onerror = () => { /* a close event follows */ };
-    room.timers.connect = setTimeout(
-      () => this.#dead(room, ws, "connect timeout"),
-      o.connectTimeoutMs,
-    );
-  }
-
-  #onHello(room, ws, hello) {
-    clearTimeout(room.timers.connect);
-    room.timers.connect = null;
-    const since = room.resumeFrom;
-    room.state = "connected";
-    room.everConnected = true;
-    room.connectedAt = Date.now();
-    room.lastConnectedAt = room.connectedAt;
-    room.authRetried = false;
-    room.connectionId = hello.connectionId ?? null;
-    const serverSeq = typeof hello.lastSeq === "number" ? hello.lastSeq : null;
-    // Without a known seq, start from the room's; a room whose log is behind ours (storage
-    // reset) restarts ours.
-    if (serverSeq !== null && (room.lastSeq === null || serverSeq < room.lastSeq)) {
-      room.lastSeq = serverSeq;
-    }
-    this.#startKeepalive(room, ws);
-    // A new connection: the server's windows start again, and it has not seen our state.
-    room.presenceTimes = [];
-    room.presenceSent = null;
-    room.eventTimes = [];
-    const resumed = since !== null;
-    const recovered = resumed ? hello.recovered !== false : undefined;
-    // Before `connected`, so its listeners read the new map.
-    if (room.watchPresence) this.#presenceSnapshot(room, hello);
-    this.#updateState();
-    this.#fire("connected", {
-      roomId: room.id, connectionId: room.connectionId, lastSeq: serverSeq, resumed,
-      ...(resumed ? { recovered } : {}),
-    });
-    if (resumed) this.#fire("recovery", { roomId: room.id, since, lastSeq: serverSeq, recovered });
-    this.#flushAcks(room);
-    this.#flushPresence(room);
-  }
-
-  #onFrame(room, ws, data) {
-    if (ws !== room.ws) return;
-    // Any frame proves the connection alive.
-    clearTimeout(room.timers.pong);
-    room.timers.pong = null;
-    if (typeof data !== "string" || data === "pong") return;
-    let frame;
-    try {
-      frame = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (!frame || typeof frame !== "object") return;
-    if (typeof frame.type !== "string") return;
-    if (CONTROL_FRAMES.has(frame.type) && typeof frame.seq !== "number") {
-      switch (frame.type) {
-        case "connected":
-          return this.#onHello(room, ws, frame);
-        case "subscribed":
-          return void this.#fire("subscribed", { roomId: room.id, types: frame.data?.types ?? [] });
-        case "error":
-          return void this.#fire("error", new RealtimeError(frame.code ?? "server_error", frame.message ?? "error frame from the server", { roomId: room.id, serverCode: frame.code }));
-        case "event":
-          return this.#onEvent(room, frame);
-        case "synced":
-          return this.#onSynced(room, frame);
-        default:
-          return;
-      }
-    }
-    // Presence frames: reserved types, no id or seq.
-    if (frame.type.startsWith("presence.") && typeof frame.userId === "string") return this.#onPresence(room, frame);
-    if (typeof frame.id !== "string") return;
-    if (typeof frame.seq === "number") this.#onNotification(room, frame);
-    else if (frame.ephemeral === true) this.#onEphemeral(room, frame);
-  }
+  // ---- what spans rooms: dedupe, dispatch, listeners by name ----
 
   #onNotification(room, n) {
-    if (room.lastSeq === null || n.seq > room.lastSeq) room.lastSeq = n.seq;
     const ctx = { roomId: room.id };
     const rec = this.#seen.get(n.id);
     if (rec) {
@@ -826,25 +1469,27 @@ export class RealtimeClient extends Emitter {
       this.#seen.delete(n.id);
       this.#seen.set(n.id, rec);
       rec.rooms.add(room.id);
-      if (n.requiresAck && rec.acked) this.#queueAck(room, n.id);
+      if (n.requiresAck && rec.acked) room.queueAck(n.id);
       this.#fire("duplicate", n, ctx);
       return;
     }
-    const filter = this.#opts.messageFilter;
-    if (typeof filter === "function") {
-      let keep;
-      try {
-        keep = filter(n, ctx);
-      } catch (err) {
-        this.#fire("error", new RealtimeError("filter_error", `messageFilter threw: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
-        return;
-      }
-      if (!keep) return;
-    }
+    if (!this.#passes(room, n, ctx)) return;
     const entry = { rooms: new Set([room.id]), acked: false };
     this.#seen.set(n.id, entry);
     while (this.#seen.size > this.#opts.dedupeSize) this.#seen.delete(this.#seen.keys().next().value);
-    room.chain = room.chain.then(() => this.#dispatch(room, n, entry, ctx));
+    room.enqueue(() => this.#dispatch(room, n, entry, ctx));
+  }
+
+  /** Whether `messageFilter` (if any) keeps a notification; a filter that throws drops it. */
+  #passes(room, n, ctx) {
+    const filter = this.#opts.messageFilter;
+    if (typeof filter !== "function") return true;
+    try {
+      return Boolean(filter(n, ctx));
+    } catch (err) {
+      this.#fire("error", new RealtimeError("filter_error", `messageFilter threw: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
+      return false;
+    }
   }
 
   /**
@@ -865,16 +1510,8 @@ export class RealtimeClient extends Emitter {
     this.#ephemeral.set(n.id, new Set([room.id]));
     while (this.#ephemeral.size > EPHEMERAL_IDS) this.#ephemeral.delete(this.#ephemeral.keys().next().value);
     const ctx = { roomId: room.id };
-    const filter = this.#opts.messageFilter;
-    if (typeof filter === "function") {
-      try {
-        if (!filter(n, ctx)) return;
-      } catch (err) {
-        this.#fire("error", new RealtimeError("filter_error", `messageFilter threw: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
-        return;
-      }
-    }
-    room.chain = room.chain.then(() => this.#dispatch(room, n, null, ctx));
+    if (!this.#passes(room, n, ctx)) return;
+    room.enqueue(() => this.#dispatch(room, n, null, ctx));
   }
 
   /** The listeners of a notification type or event name: its exact name and matching patterns. */
@@ -912,7 +1549,6 @@ export class RealtimeClient extends Emitter {
 
   /** A client event from another connection: to `event` listeners, then to matching names. */
   #onEvent(room, e) {
-    if (typeof e.event !== "string") return;
     const ctx = { roomId: room.id };
     this.#fire("event", e, ctx);
     const typed = this.#typeListeners(e.event);
@@ -932,128 +1568,9 @@ export class RealtimeClient extends Emitter {
     this.#fire("error", new RealtimeError("handler_error", `event handler failed: ${err?.message ?? err}`, { roomId: room.id, cause: err }));
   }
 
-  // ---- presence ----
-
   /** Whether a room watches presence by the client's `presence` option. */
   #watches(roomId) {
     return this.#presenceRooms === true || this.#presenceRooms.has(roomId);
-  }
-
-  /**
-   * The `connected` frame's presence replaces the room's map: nothing from before the
-   * connection is kept. After a reconnect, users who came or went meanwhile are announced.
-   */
-  #presenceSnapshot(room, hello) {
-    const p = hello.presence && typeof hello.presence === "object" ? hello.presence : { count: 0, users: [] };
-    const next = new Map();
-    for (const u of Array.isArray(p.users) ? p.users : []) {
-      if (u && typeof u.userId === "string") next.set(u.userId, presenceUser(u.userId, u.connections ?? 1, u.state, u.since ?? null));
-    }
-    const before = room.presence;
-    room.presence = next;
-    room.presenceCount = typeof p.count === "number" ? p.count : next.size;
-    this.#fire("presence", { roomId: room.id, users: next, count: room.presenceCount, change: "snapshot" });
-    if (!before) return;
-    const at = typeof hello.serverTime === "string" ? hello.serverTime : new Date().toISOString();
-    for (const userId of before.keys()) {
-      if (!next.has(userId)) this.#fire("left", { roomId: room.id, userId, timestamp: at });
-    }
-    for (const [userId, u] of next) {
-      if (!before.has(userId)) this.#fire("joined", { roomId: room.id, userId, state: u.state, timestamp: u.since ?? at });
-    }
-  }
-
-  #onPresence(room, f) {
-    if (!room.watchPresence || !room.presence) return;
-    const next = new Map(room.presence);
-    const { userId } = f;
-    let change;
-    if (f.type === "presence.joined") {
-      change = "joined";
-      if (!next.has(userId)) room.presenceCount++;
-      next.set(userId, presenceUser(userId, 1, f.state, f.timestamp ?? null));
-    } else if (f.type === "presence.left") {
-      change = "left";
-      next.delete(userId);
-      room.presenceCount = Math.max(next.size, room.presenceCount - 1);
-    } else if (f.type === "presence.updated") {
-      change = "updated";
-      const had = next.get(userId);
-      // A user beyond the first 100 listed when this connection opened: present, since unknown.
-      if (!had) room.presenceCount = Math.max(room.presenceCount, next.size + 1);
-      next.set(userId, presenceUser(userId, had?.connections ?? 1, f.state, had?.since ?? null));
-    } else {
-      return;
-    }
-    room.presence = next;
-    const info = { roomId: room.id, users: next, count: room.presenceCount, change, userId };
-    this.#fire("presence", info);
-    if (change === "joined") this.#fire("joined", { roomId: room.id, userId, state: next.get(userId).state, timestamp: f.timestamp });
-    if (change === "left") this.#fire("left", { roomId: room.id, userId, timestamp: f.timestamp });
-  }
-
-  /** A room left, closed or stopped: its map is emptied (and watchers told so). */
-  #clearPresence(room) {
-    if (!room.presence) return;
-    room.presence = null;
-    room.presenceCount = 0;
-    this.#fire("presence", { roomId: room.id, users: EMPTY_PRESENCE, count: 0, change: "cleared" });
-  }
-
-  /** Sends the wanted presence state when the server's window allows; else later. */
-  #flushPresence(room) {
-    clearTimeout(room.timers.presence);
-    room.timers.presence = null;
-    const wanted = room.presenceWanted;
-    if (wanted === null || wanted === room.presenceSent) return;
-    if (room.state !== "connected" || room.ws?.readyState !== OPEN) return; // sent by #onHello
-    const now = Date.now();
-    const recent = prune(room.presenceTimes, now);
-    if (recent.length >= PRESENCE_SET_RATE) {
-      const wait = recent[0] + RATE_WINDOW_MS + RATE_MARGIN_MS - now;
-      room.timers.presence = setTimeout(() => this.#flushPresence(room), Math.max(0, wait));
-      return;
-    }
-    recent.push(now);
-    room.presenceSent = wanted;
-    room.ws.send(`{"type":"presence.set","data":${wanted}}`);
-  }
-
-  // ---- sync ----
-
-  #syncRoom(room) {
-    if (room.state !== "connected" || room.ws?.readyState !== OPEN) return Promise.resolve(null);
-    if (room.sync) return room.sync.promise;
-    const since = room.lastSeq ?? 0;
-    let resolve;
-    const promise = new Promise((r) => { resolve = r; });
-    room.sync = { since, promise, resolve };
-    room.ws.send(JSON.stringify({ type: "sync", since }));
-    // A socket that slept may be dead: with no frame at all in pongTimeoutMs it is replaced,
-    // as the keepalive would (and the new connection resumes after `since`).
-    const ws = room.ws;
-    if (!room.timers.pong && this.#opts.pongTimeoutMs > 0) {
-      room.timers.pong = setTimeout(() => this.#dead(room, ws, "no answer to sync"), this.#opts.pongTimeoutMs);
-    }
-    return promise;
-  }
-
-  #onSynced(room, f) {
-    const pending = room.sync;
-    room.sync = null;
-    const serverSeq = typeof f.lastSeq === "number" ? f.lastSeq : null;
-    // The replay went up to the room's latest seq: later ones arrive live after this frame.
-    if (serverSeq !== null && (room.lastSeq === null || serverSeq !== room.lastSeq)) {
-      room.lastSeq = serverSeq;
-    }
-    const since = pending?.since ?? null;
-    const result = { roomId: room.id, since, lastSeq: serverSeq, recovered: f.recovered !== false };
-    // Settles once what the replay brought has been handed to the app.
-    room.chain.then(() => {
-      this.#fire("synced", result);
-      if (since !== null) this.#fire("recovery", { ...result, since });
-      pending?.resolve(result);
-    });
   }
 
   #visibilityChanged() {
@@ -1077,215 +1594,15 @@ export class RealtimeClient extends Emitter {
     }
   }
 
-  /** A sync whose socket went: left out of sync()'s results (the reconnect resumes instead). */
-  #endSync(room) {
-    const pending = room.sync;
-    room.sync = null;
-    pending?.resolve(null);
-  }
-
-  #onClose(room, ws, code, reason) {
-    if (ws !== room.ws) return;
-    const wasConnected = room.state === "connected";
-    room.ws = null;
-    this.#clearTimers(room, { keepAck: true });
-    this.#endSync(room);
-    if (this.#closed || room.state === "closed") return;
-    this.#fire("disconnected", { roomId: room.id, code, reason, wasConnected });
-    if (wasConnected && Date.now() - room.connectedAt >= this.#opts.stableAfterMs) room.attempt = 0;
-    if (code === CloseCode.INVALID_FRAMES) {
-      return this.#fail(room, "invalid_frames", `the server closed the connection for invalid frames (4003): ${reason}`, { closeCode: code });
-    }
-    if (code === CloseCode.AUTH && typeof this.#opts.getToken !== "function") {
-      return this.#fail(room, "token_expired", `the server refused the token (4001): ${reason}`, { closeCode: code });
-    }
-    if (!wasConnected) return void this.#probe(room, code);
-    this.#retry(room, code);
-  }
-
-  /**
-   * The socket closed before `connected`: asks the subscribe URL without Upgrade what the
-   * upgrade got, and stops, waits or backs off accordingly.
-   */
-  async #probe(room, code) {
-    const gen = room.gen;
-    const url = room.probeUrl;
-    if (!this.#fetch || !url) return this.#retry(room, code);
-    let status = 0;
-    let retryAfter;
-    let body;
-    const ctrl = typeof AbortController === "function" ? new AbortController() : undefined;
-    const timer = ctrl ? setTimeout(() => ctrl.abort(), this.#opts.connectTimeoutMs) : undefined;
-    try {
-      // A simple GET (the token is in the query): no CORS preflight.
-      const res = await this.#fetch(url, { method: "GET", credentials: "omit", signal: ctrl?.signal });
-      status = res.status;
-      retryAfter = res.headers?.get?.("retry-after") ?? undefined;
-      const text = await res.text();
-      try { body = JSON.parse(text); } catch { /* not JSON */ }
-    } catch {
-      // No answer (network, CORS, timeout): like any other drop.
-    } finally {
-      clearTimeout(timer);
-    }
-    if (gen !== room.gen || this.#closed || room.state === "closed") return;
-    const refusal = { status, serverCode: body?.error?.code, serverMessage: body?.error?.message };
-    room.refusal = refusal;
-    const says = `${status}${refusal.serverCode ? ` ${refusal.serverCode}` : ""}${refusal.serverMessage ? `: ${refusal.serverMessage}` : ""}`;
-    if (status === 401) {
-      const max = this.#opts.maxReconnectAttempts;
-      if (typeof this.#opts.getToken === "function" && !room.authRetried && room.attempt < max) {
-        // Once per refusal streak: a cached token may just have expired.
-        room.authRetried = true;
-        return this.#retry(room, code, { status, delayMs: 0, reason: "unauthorized" });
-      }
-      return this.#failUnauthorized(room, typeof this.#opts.getToken === "function"
-        ? "a fresh token from getToken was refused too"
-        : "pass getToken to supply fresh tokens");
-    }
-    if (status === 403) {
-      return this.#fail(room, "forbidden", `not allowed in this room (${says})`, { status, serverCode: refusal.serverCode });
-    }
-    if (status === 429) {
-      return this.#retry(room, code, { status, retryAfterMs: retryAfterMs(retryAfter) });
-    }
-    if (status >= 400 && status < 500 && status !== 408 && status !== 426) {
-      // The request itself is wrong (bad room id, query, route): repeating it cannot help.
-      return this.#fail(room, "refused", `the server refused the connection (${says})`, { status, serverCode: refusal.serverCode });
-    }
-    // 426 (it would be accepted now), 5xx, no answer: a passing problem.
-    this.#retry(room, code, { status });
-  }
-
-  #failUnauthorized(room, why) {
-    const r = room.refusal ?? {};
-    const says = `401${r.serverCode ? ` ${r.serverCode}` : ""}${r.serverMessage ? `: ${r.serverMessage}` : ""}`;
-    this.#fail(room, "unauthorized", `the server refused the token (${says}); ${why}`, { status: 401, serverCode: r.serverCode });
-  }
-
-  /**
-   * Schedules the next attempt, or gives up after maxReconnectAttempts. `plan` carries what
-   * the probe learned: its `status`, a `retryAfterMs` to honour, or a fixed `delayMs` and
-   * token `reason` (the fresh-token retry after a 401).
-   */
-  #retry(room, code, plan = {}) {
-    if (this.#closed) return;
-    room.ws = null;
-    room.attempt += 1;
-    const max = this.#opts.maxReconnectAttempts;
-    if (room.attempt > max) {
-      return this.#fail(room, "max_reconnect_attempts", `gave up after ${max} reconnect attempts`, { closeCode: code, status: plan.status });
-    }
-    let delayMs;
-    if (plan.delayMs !== undefined) delayMs = plan.delayMs;
-    // The server's wait, plus up to initialDelayMs of jitter so the refused do not return at once.
-    else if (plan.retryAfterMs !== undefined) delayMs = plan.retryAfterMs + backoffDelay(1, this.#opts, this.#random);
-    else {
-      delayMs = backoffDelay(room.attempt, this.#opts, this.#random);
-      if (code === CloseCode.RATE_LIMITED || plan.status === 429) delayMs += this.#opts.rateLimitedDelayMs;
-    }
-    room.state = room.everConnected ? "reconnecting" : "connecting";
-    this.#updateState();
-    const info = { roomId: room.id, attempt: room.attempt, delayMs, code };
-    if (plan.status !== undefined) info.status = plan.status;
-    if (plan.retryAfterMs !== undefined) info.retryAfterMs = plan.retryAfterMs;
-    this.#fire("reconnecting", info);
-    const reason = plan.reason ?? (code === CloseCode.AUTH ? "expired" : room.everConnected ? "reconnect" : "connect");
-    room.timers.reconnect = setTimeout(() => this.#open(room, reason), delayMs);
-  }
-
-  /** Gives up on a socket that stopped answering: reconnect without waiting for its close. */
-  #dead(room, ws, why) {
-    if (ws !== room.ws) return;
-    this.#onClose(room, ws, 1006, why);
-    try {
-      if (typeof ws.terminate === "function") ws.terminate();
-      else ws.close(4000, why);
-    } catch { /* already closed */ }
-  }
-
-  #fail(room, code, message, details = {}) {
-    const err = new RealtimeError(code, `room ${room.id}: ${message}`, { ...details, roomId: room.id, fatal: true });
-    this.#stop(room, "error");
-    this.#clearPresence(room);
-    room.error = err;
-    this.#updateState();
-    this.#fire("error", err);
-  }
-
-  /** Stops a room's socket and timers, leaving it in `state`. */
-  #stop(room, state) {
-    room.gen++;
-    this.#clearTimers(room);
-    this.#endSync(room);
-    const ws = room.ws;
-    room.ws = null;
-    room.state = state;
-    if (ws && state !== "closed") {
-      try { ws.close(1000); } catch { /* already closed */ }
-    }
-  }
-
-  #clearTimers(room, { keepAck = false } = {}) {
-    for (const [k, t] of Object.entries(room.timers)) {
-      if (keepAck && k === "ack") continue;
-      clearTimeout(t);
-      clearInterval(t);
-      room.timers[k] = null;
-    }
-  }
-
-  #startKeepalive(room, ws) {
-    const { pingIntervalMs, pongTimeoutMs } = this.#opts;
-    if (!(pingIntervalMs > 0)) return;
-    room.timers.ping = setInterval(() => {
-      if (ws !== room.ws || ws.readyState !== OPEN) return;
-      try { ws.send("ping"); } catch { /* the close event follows */ }
-      if (!room.timers.pong) {
-        room.timers.pong = setTimeout(() => this.#dead(room, ws, "keepalive timeout"), pongTimeoutMs);
-      }
-    }, pingIntervalMs);
-  }
-
-  // ---- acks, subscriptions ----
-
-  #queueAck(room, id) {
-    room.ackQueue.add(id);
-    if (!room.timers.ack) {
-      room.timers.ack = setTimeout(() => {
-        room.timers.ack = null;
-        this.#flushAcks(room);
-      }, this.#opts.ackDelayMs);
-    }
-  }
-
-  #flushAcks(room) {
-    if (room.ackQueue.size === 0 || room.state !== "connected" || room.ws?.readyState !== OPEN) return;
-    const ids = [...room.ackQueue];
-    room.ackQueue.clear();
-    for (let i = 0; i < ids.length; i += MAX_ACK_IDS) {
-      const chunk = ids.slice(i, i + MAX_ACK_IDS);
-      room.ws.send(JSON.stringify({ type: "ack", ids: chunk }));
-      this.#fire("ack", { roomId: room.id, ids: chunk });
-    }
-  }
-
-  #sendAll(frame) {
-    const text = JSON.stringify(frame);
-    for (const room of this.#rooms.values()) {
-      if (room.state === "connected" && room.ws?.readyState === OPEN) room.ws.send(text);
-    }
-  }
-
   #updateState() {
     for (const room of this.#rooms.values()) {
-      const key = `${publicState(room)}|${room.attempt}|${room.lastConnectedAt}`;
+      const key = `${room.publicState}|${room.attempt}|${room.lastConnectedAt}`;
       if (key !== room.statusKey) {
         room.statusKey = key;
         this.#fire("status", this.roomStatus(room.id));
       }
     }
-    const states = [...this.#rooms.values()].map(publicState);
+    const states = [...this.#rooms.values()].map((r) => r.publicState);
     let next;
     if (this.#closed || states.length === 0) next = "disconnected";
     else if (states.includes("error")) next = "error";
@@ -1307,9 +1624,13 @@ function isPlainObject(v) {
   return proto === Object.prototype || proto === null;
 }
 
-/** Drops the times older than the server's window (plus the margin); returns the array. */
-function prune(times, now) {
-  while (times.length && now - times[0] >= RATE_WINDOW_MS + RATE_MARGIN_MS) times.shift();
+/**
+ * Drops the times older than a window of the server's (plus a margin, at most a tenth of the
+ * window so short windows keep most of their rate); returns the array.
+ */
+function prune(times, now, windowMs = RATE_WINDOW_MS) {
+  const span = windowMs + Math.min(RATE_MARGIN_MS, windowMs / 10);
+  while (times.length && now - times[0] >= span) times.shift();
   return times;
 }
 
@@ -1326,44 +1647,6 @@ function checkRoomId(r) {
   if (typeof r !== "string" || !ROOM_ID.test(r)) throw new TypeError(`invalid room id: ${r}`);
 }
 
-/** A room's bookkeeping; `since` (a seq ≥ 0) resumes after it. */
-function newRoom(id, since, watchPresence = false) {
-  return {
-    id,
-    watchPresence: Boolean(watchPresence),
-    /** userId -> PresenceUser; null until the first `connected` of a watching room. */
-    presence: null,
-    presenceCount: 0,
-    /** The state setPresence asked for (JSON text), the one sent on this connection, and when. */
-    presenceWanted: null,
-    presenceSent: null,
-    presenceTimes: [],
-    /** When this connection sent its recent client events. */
-    eventTimes: [],
-    /** The pending sync(): {since, promise, resolve}. */
-    sync: null,
-    state: "idle",
-    everConnected: false,
-    ws: null,
-    gen: 0,
-    attempt: 0,
-    lastSeq: Number.isSafeInteger(since) && since >= 0 ? since : null,
-    resumeFrom: null,
-    token: null,
-    connectedAt: 0,
-    lastConnectedAt: null,
-    connectionId: null,
-    timers: { reconnect: null, ping: null, pong: null, connect: null, ack: null, presence: null },
-    ackQueue: new Set(),
-    chain: Promise.resolve(),
-    error: null,
-    refusal: null,
-    authRetried: false,
-    probeUrl: null,
-    statusKey: null,
-  };
-}
-
 /** Closes a socket and resolves once it closed (or after `timeoutMs`). */
 function closeSocket(ws, timeoutMs) {
   if (!ws || ws.readyState === 3) return Promise.resolve();
@@ -1375,18 +1658,6 @@ function closeSocket(ws, timeoutMs) {
   });
   try { ws.close(1000, "client closed"); } catch { /* already closing */ }
   return closed;
-}
-
-function publicState(room) {
-  switch (room.state) {
-    case "connecting":
-    case "reconnecting":
-    case "connected":
-    case "error":
-      return room.state;
-    default:
-      return "disconnected";
-  }
 }
 
 function normalizeTypes(types) {

@@ -122,8 +122,14 @@ impl<S: Sink> Outbox<S> {
         }
         let frames: Vec<Rc<S::Frame>> = frames.into_iter().map(Rc::new).collect();
         let queue_all = pace == Pace::Paced && targets.len() > SEND_NOW_MAX;
+        // Nothing queued anywhere (the usual case): no socket needs looking up.
+        let any_queued = !self.queues.is_empty();
         for t in targets {
-            let queued = self.queues.get_mut(t.id);
+            let queued = if any_queued {
+                self.queues.get_mut(t.id)
+            } else {
+                None
+            };
             match (pace, queue_all, queued) {
                 // Nothing waits for it: at once.
                 (_, false, None) => {

@@ -3,6 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startWorker, tokenFor, roomName } from "./support/harness.mjs";
+import { nothingMore } from "./support/checks.mjs";
 
 // Short enough to keep the file fast, long enough that an ack sent on receipt beats the next round.
 const INTERVAL = 500;
@@ -210,7 +211,7 @@ test("types=note.* receives note.created and note.a.b, not notes.x", async () =>
   const b = await publishOk(u.room, { type: "note.a.b" });
   await publishOk(u.room, { type: "note" });
   assert.deepEqual([(await c.next()).seq, (await c.next()).seq], [a.seq, b.seq]);
-  assert.ok(await c.quiet(200));
+  assert.ok(await nothingMore(c));
 });
 
 test("subscribe and unsubscribe frames change the filter and say so", async () => {
@@ -261,7 +262,7 @@ test("filters apply to replay and to the offline queue", async () => {
   assert.deepEqual([f.type, f.attempt], ["task.b", 1]);
   q.send({ type: "ack", notificationId: f.id });
   await roundTrip(q);
-  assert.ok(await q.quiet(200));
+  assert.ok(await nothingMore(q));
 });
 
 test("filters apply to redelivery: unsubscribing stops a pending type's rounds", async () => {

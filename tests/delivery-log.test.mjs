@@ -7,6 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { startWorker, tokenFor, roomName } from "./support/harness.mjs";
+import { nothingMore } from "./support/checks.mjs";
 
 // Long enough that no redelivery interleaves with what a test awaits, unless it wants one.
 const ACKS = { ACK_RETRY_INTERVAL_MS: "1000", ACK_MAX_ATTEMPTS: "3" };
@@ -67,7 +68,7 @@ test("since replays every stored notification after it, in order, before live on
   assert.deepEqual(await seqsOf(all, 6), range(1, 6));
   const caughtUp = await w.connect(u.room, { token: u.token, query: { since: "6" } });
   assert.equal(caughtUp.hello.recovered, true);
-  assert.ok(await caughtUp.quiet(200), "nothing to replay after the last seq");
+  assert.ok(await nothingMore(caughtUp), "nothing to replay after the last seq");
 });
 
 test("a since beyond the room's last seq is not recovered", async () => {
@@ -109,7 +110,7 @@ test("the replay/live seam: a client resuming during a publishing burst sees eve
     const seqs = await seqsOf(c, N - since);
     assert.deepEqual(seqs, range(since + 1, N), `client resuming after ${since}`);
   }
-  const quiet = await Promise.all(clients.map(([, c]) => c.quiet(200)));
+  const quiet = await Promise.all(clients.map(([, c]) => nothingMore(c)));
   assert.deepEqual(quiet, quiet.map(() => true), "no duplicates after the last seq");
 });
 
@@ -123,7 +124,7 @@ test("the same Idempotency-Key publishes once", async () => {
   assert.deepEqual(again, { ...first, duplicate: true });
   const f = await c.next();
   assert.deepEqual([f.id, f.seq, f.data], [first.id, first.seq, { step: 3 }]);
-  assert.ok(await c.quiet(200), "the subscriber sees it once");
+  assert.ok(await nothingMore(c), "the subscriber sees it once");
 
   const other = await publishOk(w, u.room, msg, { "idempotency-key": "step-4" });
   assert.equal(other.duplicate, false);
@@ -143,7 +144,7 @@ test("concurrent retries with one Idempotency-Key publish once", async () => {
   assert.equal(firsts.length, 1, JSON.stringify(results));
   for (const r of results) assert.deepEqual(r, { ...firsts[0], duplicate: r.duplicate });
   assert.equal((await c.next()).seq, firsts[0].seq);
-  assert.ok(await c.quiet(200));
+  assert.ok(await nothingMore(c));
 });
 
 test("a refused publish takes no seq", async () => {
@@ -169,7 +170,7 @@ test("the body's id makes a publish idempotent too", async () => {
   const again = await publishOk(w, u.room, { type: "job.done", id: "job-77" });
   assert.deepEqual(again, { ...first, duplicate: true });
   assert.equal((await c.next()).id, "job-77");
-  const [q1, q2] = await Promise.all([c.quiet(200), c2.quiet(200)]);
+  const [q1, q2] = await Promise.all([nothingMore(c), nothingMore(c2)]);
   assert.ok(q1 && q2, "a duplicate delivers nothing");
   const next = await publishOk(w, u.room, { type: "job.done", id: "job-78" });
   assert.equal(next.seq, first.seq + 1);

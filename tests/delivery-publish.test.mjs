@@ -3,6 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startWorker, tokenFor, roomName, API_KEY } from "./support/harness.mjs";
+import { nothingMore } from "./support/checks.mjs";
 
 let w;
 before(async () => { w = await startWorker(); });
@@ -41,7 +42,7 @@ test("POST /broadcast publishes to user_{userId} and request_{requestId}", async
   assert.deepEqual(Object.keys(solo.body.rooms), [userRoom]);
   assert.equal(solo.body.rooms[userRoom].seq, 2);
   assert.equal((await cu.next()).type, "job.other");
-  assert.ok(await cr.quiet(200), "the request room got nothing");
+  assert.ok(await nothingMore(cr), "the request room got nothing");
 
   // A retried step with the same key is a duplicate in both rooms.
   const key = { "idempotency-key": `step-${rid}` };
@@ -53,7 +54,7 @@ test("POST /broadcast publishes to user_{userId} and request_{requestId}", async
   }
   assert.equal((await cu.next()).type, "job.step");
   assert.equal((await cr.next()).type, "job.step");
-  const [qu, qr] = await Promise.all([cu.quiet(200), cr.quiet(200)]);
+  const [qu, qr] = await Promise.all([nothingMore(cu), nothingMore(cr)]);
   assert.ok(qu && qr, "each room delivered it once");
 });
 

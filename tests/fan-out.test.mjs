@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startWorker, tokenFor, roomName } from "./support/harness.mjs";
-import { KEY } from "./support/checks.mjs";
+import { KEY, nothingMore } from "./support/checks.mjs";
 
 let w;
 before(async () => { w = await startWorker(); });
@@ -31,7 +31,7 @@ test("fan-out: 1,000 sockets in one room each get one publish exactly once", asy
       assert.equal(f.seq, r.body.seq);
     }
     // Exactly once: no socket gets a second frame.
-    const quiet = await Promise.all(clients.map((c) => c.quiet(500)));
+    const quiet = await Promise.all(clients.map((c) => nothingMore(c)));
     assert.equal(quiet.filter((q) => !q).length, 0, "sockets with a second frame");
     const h = await w.request("GET", `/rooms/${room}/health`, { headers: KEY });
     assert.equal(h.body.connections, N);
@@ -79,7 +79,7 @@ test("large fan-outs (over 256 sockets, sent in chunks) keep every socket's fram
     const lateSeqs = [];
     while (lateSeqs.length < PUBLISHES - 1) lateSeqs.push((await late.next(20_000)).seq);
     assert.deepEqual(lateSeqs, want.slice(1), "the resumed client: 2..20, no gap, no duplicate");
-    assert.equal(await late.quiet(300), true);
+    assert.equal(await nothingMore(late), true);
   } finally {
     for (const c of clients) { c.terminate(); w.sockets.delete(c); }
   }
@@ -102,6 +102,6 @@ test("100 concurrent publishes take 100 contiguous seqs, delivered in seq order"
   // Each frame is the one its publish answered for.
   const idBySeq = new Map(results.map((r) => [r.body.seq, r.body.id]));
   for (const f of got) assert.equal(f.id, idBySeq.get(f.seq));
-  assert.ok(await c.quiet(300));
+  assert.ok(await nothingMore(c));
   await c.close();
 });

@@ -12,6 +12,7 @@ import { cp, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { ROOT, API_KEY, startWorker, tokenFor } from "./support/harness.mjs";
+import { nothingMore } from "./support/checks.mjs";
 
 const FIXTURES = path.join(ROOT, "tests/fixtures/upgrade");
 const releases = readdirSync(FIXTURES).filter((d) => existsSync(path.join(FIXTURES, d, "manifest.json"))).sort();
@@ -161,7 +162,7 @@ for (const release of releases) {
         assert.equal(next.seq, want.lastSeq + 1, `${room}: the first seq after the upgrade`);
         const f = await c.next();
         assert.deepEqual([f.id, f.seq, f.attempt], [next.id, next.seq, 1]);
-        assert.ok(await c.quiet(200));
+        assert.ok(await nothingMore(c));
         await c.close();
       }
 

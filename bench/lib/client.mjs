@@ -9,6 +9,7 @@ import { mintToken } from "./load.mjs";
 const SEQ = Buffer.from('"seq":');
 const LAST_SEQ = Buffer.from('"lastSeq":');
 const CONNECTED = Buffer.from('"connected"');
+const BATCH = Buffer.from('{"type":"batch"');
 
 function readInt(buf, at) {
   let n = 0;
@@ -30,9 +31,12 @@ export function token(sub = "bench", ttl = 6 * 3600) {
  * order with no gap; per seq, how many sockets have it and when the last one did.
  */
 export class Pool {
-  constructor(rt, room) {
+  /** `batch`: ask for batch=1 (roomcast's batched frames; the JS peers ignore it). */
+  constructor(rt, room, { batch = false } = {}) {
     this.rt = rt;
     this.room = room;
+    this.batch = batch;
+    this.batchFrames = 0; // batch frames received (each carrying one or more notifications)
     this.sockets = [];
     this.lastSeq = [];
     this.order = 0; // frames out of order or after a gap
@@ -55,6 +59,7 @@ export class Pool {
   async open(n, { concurrency = 200, since, tok = token() } = {}) {
     const qs = new URLSearchParams({ token: tok });
     if (since !== undefined) qs.set("since", String(since));
+    if (this.batch) qs.set("batch", "1");
     const url = `${this.rt.wsBase}/rooms/${this.room}/subscribe?${qs}`;
     let next = 0;
     const worker = async () => {
@@ -89,6 +94,12 @@ export class Pool {
             clearTimeout(timer);
             resolve(ws);
           }
+          return;
+        }
+        if (buf.indexOf(BATCH) === 0) {
+          // Every notification in a batch carries one "seq", in order.
+          this.batchFrames++;
+          for (let s = at; s !== -1; s = buf.indexOf(SEQ, s + SEQ.length)) this.onFrame(i, readInt(buf, s + SEQ.length));
           return;
         }
         const seq = readInt(buf, at + SEQ.length);

@@ -6,7 +6,7 @@ import { startWorker, tokenFor, API_KEY } from "../support/harness.mjs";
 import { RealtimeClient, backoffDelay } from "../../client/roomcast.js";
 import WebSocket from "ws";
 import {
-  makeClient, waitForState, waitForEvent, waitForCount, pollUntil, quiet, deferred,
+  makeClient, waitForState, waitForEvent, waitForCount, pollUntil, quiet, deferred, controlledWebSocket,
 } from "./helpers.mjs";
 
 const RETRY_MS = 300;
@@ -276,6 +276,39 @@ test("resuming from a seq the room never had: recovery says recovered:false and 
     await w.publish(room, { type: "note.created", data: { i: 2 } });
     await waitForCount(client, seen, 1);
     assert.deepEqual(seen.map((s) => [s.seq, s.data.i]), [[2, 2]]);
+  } finally {
+    await client.close();
+  }
+});
+
+test("batch=1 end to end: what was published while the client was away is replayed in batches, each once, in order", async () => {
+  const u = uid();
+  const room = `user_${u}`;
+  const ctl = controlledWebSocket();
+  let batches = 0;
+  let inBatches = 0;
+  // Lets every frame through; counts the batches on the way.
+  ctl.drop = (f) => {
+    if (f?.type === "batch") { batches++; inBatches += f.frames.length; }
+    return false;
+  };
+  const { client, seen } = makeClient({ url: w.base, rooms: [room], token: tokenFor(u), WebSocket: ctl.WebSocket });
+  try {
+    await waitForState(client, "connected");
+    await w.publish(room, { type: "note.created", data: { i: 0 } });
+    await waitForCount(client, seen, 1);
+    await client.close();
+    for (let i = 1; i <= 60; i++) await w.publish(room, { type: "note.created", data: { i } });
+    client.connect(); // resumes after seq 1
+    await waitForCount(client, seen, 61);
+    await w.publish(room, { type: "note.created", data: { i: 61 } });
+    await waitForCount(client, seen, 62);
+    assert.deepEqual(seen.map((s) => s.data.i), Array.from({ length: 62 }, (_, i) => i));
+    assert.deepEqual(seen.map((s) => s.seq), Array.from({ length: 62 }, (_, i) => i + 1));
+    assert.equal(new Set(seen.map((s) => s.id)).size, 62);
+    assert.ok(ctl.urls.every((url) => new URL(url).searchParams.get("batch") === "1"));
+    assert.ok(batches >= 1, "the replay came batched");
+    assert.ok(inBatches >= 2 && inBatches <= 60, `${inBatches} frames in ${batches} batches`);
   } finally {
     await client.close();
   }

@@ -1,5 +1,7 @@
 // RealtimeClient reconnecting: across a runtime restart on the same storage (resume with no gap
 // and no duplicate), token refresh after 4001, close codes 4002/4003, backoff timing, keepalive.
+// Against stand-in servers (where the client is under test, not the worker): keepalive, 4008
+// idle, and batched frames.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -218,11 +220,17 @@ test("real reconnects follow the backoff schedule and stop at maxReconnectAttemp
   }
 });
 
-test("keepalive: a peer that stops answering `ping` is treated as dead and replaced", async () => {
-  // A stand-in server: says `connected`, then never answers anything. The client is under test.
+/** A stand-in WebSocket server on loopback (the client is under test, not the worker). */
+async function standIn() {
   const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
   await new Promise((r) => wss.on("listening", r));
   cleanup.push(() => new Promise((r) => { for (const c of wss.clients) c.terminate(); wss.close(r); }));
+  return { wss, url: `http://127.0.0.1:${wss.address().port}` };
+}
+
+test("keepalive: a peer that stops answering `ping` is treated as dead and replaced", async () => {
+  // A stand-in server: says `connected`, then never answers anything.
+  const { wss, url } = await standIn();
   const pings = [];
   let accepted = 0;
   wss.on("connection", (sock) => {
@@ -231,7 +239,7 @@ test("keepalive: a peer that stops answering `ping` is treated as dead and repla
     sock.send(JSON.stringify({ type: "connected", roomId: "user_k", connectionId: `c${accepted}`, lastSeq: 0 }));
   });
   const { client } = makeClient({
-    url: `http://127.0.0.1:${wss.address().port}`,
+    url,
     rooms: ["user_k"],
     token: "t",
     pingIntervalMs: 100,
@@ -256,16 +264,14 @@ test("keepalive: a peer that stops answering `ping` is treated as dead and repla
 });
 
 test("keepalive: answered pings keep the connection", async () => {
-  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
-  await new Promise((r) => wss.on("listening", r));
-  cleanup.push(() => new Promise((r) => { for (const c of wss.clients) c.terminate(); wss.close(r); }));
+  const { wss, url } = await standIn();
   let pings = 0;
   wss.on("connection", (sock) => {
     sock.on("message", (m) => { if (m.toString() === "ping") { pings++; sock.send("pong"); } });
     sock.send(JSON.stringify({ type: "connected", roomId: "user_k", connectionId: "c1", lastSeq: 0 }));
   });
   const { client } = makeClient({
-    url: `http://127.0.0.1:${wss.address().port}`,
+    url,
     rooms: ["user_k"],
     token: "t",
     pingIntervalMs: 50,
@@ -277,5 +283,142 @@ test("keepalive: answered pings keep the connection", async () => {
     assert.ok(pings >= 5, `${pings} pings`);
   } finally {
     await client.close();
+  }
+});
+
+test("4008 idle: the client reconnects at once, not as a failure, however many times", async () => {
+  // The stand-in closes its first two connections as idle right after `connected`. With one
+  // attempt allowed and a 5 s backoff, only reconnecting at once without counting gets through.
+  const { wss, url } = await standIn();
+  let accepted = 0;
+  wss.on("connection", (sock) => {
+    accepted++;
+    sock.send(JSON.stringify({ type: "connected", roomId: "user_k", connectionId: `c${accepted}`, lastSeq: 0 }));
+    if (accepted <= 2) sock.close(4008, "idle");
+  });
+  const lines = [];
+  const { client, errors } = makeClient({
+    url, rooms: ["user_k"], token: "t", initialDelayMs: 5000, maxReconnectAttempts: 1,
+    debug: (message) => lines.push(message),
+  });
+  const plans = [];
+  client.on("reconnecting", (p) => plans.push(p));
+  try {
+    await waitForEvent(client, "connected", (c) => c.connectionId === "c3", 3000);
+    assert.deepEqual(plans.map((p) => [p.attempt, p.delayMs, p.code]), [[1, 0, 4008], [1, 0, 4008]]);
+    assert.deepEqual(errors, []);
+    assert.equal(client.state, "connected");
+    assert.ok(lines.includes("room user_k: closed: 4008 idle"), lines.join("\n"));
+    assert.ok(lines.includes("room user_k: reconnecting in 0 ms (attempt 1, delay none, token reconnect)"), lines.join("\n"));
+  } finally {
+    await client.close();
+  }
+});
+
+test("batch=1: asked for on every connection; each frame of a batch is handled as if it came alone", async () => {
+  // One stand-in, two rooms: `user_alone` gets the frames one by one, `user_batched` the same
+  // frames in one batch. What the app sees must be the same.
+  const { wss, url } = await standIn();
+  const at = "2026-01-01T00:00:00.000Z";
+  const note = (seq, extra = {}) => ({ id: `n${seq}`, seq, attempt: 1, type: "note.created", data: { seq }, status: "success", timestamp: at, requiresAck: false, ...extra });
+  const frames = [
+    { type: "presence.joined", userId: "bob", state: {}, timestamp: at },
+    note(1, { requiresAck: true }),
+    { type: "event", event: "typing.start", data: {}, userId: "bob", timestamp: at },
+    note(2),
+    note(2), // a redelivery: dropped as a duplicate
+    { id: "p1", type: "job.progress", data: { pct: 50 }, status: "pending", timestamp: at, requiresAck: false, ephemeral: true },
+    { type: "presence.updated", userId: "bob", state: { away: true } },
+    note(3),
+  ];
+  const urls = [];
+  /** room -> the ids of the first ack the stand-in received from it */
+  const acks = { user_alone: deferred(), user_batched: deferred() };
+  wss.on("connection", (sock, req) => {
+    urls.push(req.url);
+    const room = decodeURIComponent(new URL(req.url, url).pathname.split("/")[2]);
+    sock.on("message", (m) => {
+      const f = JSON.parse(m.toString());
+      if (f.type === "ack") acks[room].resolve(f.ids);
+    });
+    sock.send(JSON.stringify({ type: "connected", roomId: room, connectionId: room, lastSeq: 0, presence: { count: 1, users: [{ userId: "me" }] } }));
+    if (room === "user_batched") sock.send(JSON.stringify({ type: "batch", frames }));
+    else for (const f of frames) sock.send(JSON.stringify(f));
+  });
+  const seenBy = {};
+  const made = [];
+  for (const room of ["user_alone", "user_batched"]) {
+    const { client, seen, errors } = makeClient({ url, rooms: [room], token: "t", presence: true });
+    made.push(client);
+    const got = { seen, errors, events: [], presence: [], duplicates: [], client };
+    client.on("event", (e) => got.events.push(e.event));
+    client.on("presence", (p) => got.presence.push(`${p.change}:${p.userId ?? ""}:${[...p.users.keys()].join(",")}`));
+    client.on("duplicate", (d) => got.duplicates.push(d.id));
+    seenBy[room] = got;
+  }
+  try {
+    for (const room of ["user_alone", "user_batched"]) {
+      const { client, seen } = seenBy[room];
+      await waitForCount(client, seen, 4);
+      const late = new Promise((_, reject) => setTimeout(() => reject(new Error(`no ack from ${room}`)), 5000).unref());
+      seenBy[room].acks = await Promise.race([acks[room].promise, late]);
+    }
+    const view = (room) => {
+      const g = seenBy[room];
+      return {
+        seen: g.seen.map((s) => `${s.id}:${s.seq ?? "ephemeral"}`), events: g.events, presence: g.presence,
+        duplicates: g.duplicates, errors: g.errors, lastSeq: g.client.lastSeq(room), acks: g.acks,
+      };
+    };
+    assert.deepEqual(view("user_batched"), {
+      seen: ["n1:1", "n2:2", "p1:ephemeral", "n3:3"],
+      events: ["typing.start"],
+      presence: ["snapshot::me", "joined:bob:me,bob", "updated:bob:me,bob"],
+      duplicates: ["n2"],
+      errors: [],
+      lastSeq: 3,
+      acks: ["n1"],
+    });
+    assert.deepEqual(view("user_alone"), view("user_batched"));
+    assert.equal(urls.length, 2);
+    for (const u of urls) assert.equal(new URL(u, url).searchParams.get("batch"), "1", u);
+  } finally {
+    await Promise.all(made.map((c) => c.close()));
+  }
+});
+
+test("4008 end to end: a silent connection is closed as idle and the client is back at once; a pinging one stays", async () => {
+  const w = await startWorker({ bindings: { IDLE_TIMEOUT_SECONDS: "1" } });
+  cleanup.push(() => w.stop());
+  const u = uid();
+  const room = `user_${u}`;
+  // No keepalive: the server hears nothing from it. A 5 s backoff would show.
+  const silent = makeClient({ url: w.base, rooms: [room], token: tokenFor(u), pingIntervalMs: 0, initialDelayMs: 5000 });
+  // A text ping every 300 ms counts as activity, though the runtime answers it without the room.
+  // In a room of its own: its pings would keep the silent socket's room from going idle, and so
+  // delay the close event of the silent socket (see below) to ws's 30 s closing timeout.
+  const v = uid();
+  const pinging = makeClient({ url: w.base, rooms: [`user_${v}`], token: tokenFor(v), pingIntervalMs: 300 });
+  const drops = [];
+  pinging.client.on("disconnected", (d) => drops.push(d.code));
+  const plans = [];
+  silent.client.on("reconnecting", (p) => plans.push(p));
+  try {
+    await Promise.all([waitForState(silent.client, "connected"), waitForState(pinging.client, "connected")]);
+    // The close frame comes within twice the timeout; `ws` reports it when workerd ends the TCP
+    // connection, once the room has been idle for ~10 s (docs/operations.md, the TCP linger).
+    const back = waitForEvent(silent.client, "connected", () => true, 21000);
+    const [gone] = await waitForEvent(silent.client, "disconnected", () => true, 20000);
+    assert.deepEqual([gone.code, gone.reason, gone.wasConnected], [4008, "idle", true]);
+    const [hello] = await back;
+    assert.equal(hello.resumed, true);
+    assert.deepEqual(plans.map((p) => [p.attempt, p.delayMs, p.code]), [[1, 0, 4008]]);
+    // The pinging client's room checked it as often meanwhile, and it is still connected.
+    assert.deepEqual(drops, []);
+    await Promise.all([w.publish(room, { type: "note.created" }), w.publish(`user_${v}`, { type: "note.created" })]);
+    await Promise.all([waitForCount(silent.client, silent.seen, 1), waitForCount(pinging.client, pinging.seen, 1)]);
+    assert.deepEqual([...silent.errors, ...pinging.errors], []);
+  } finally {
+    await Promise.all([silent.client.close(), pinging.client.close()]);
   }
 });

@@ -17,7 +17,10 @@ const uid = () => `w${process.pid}x${Date.now().toString(36)}x${n++}`;
 
 before(async () => {
   w = await startWorker({
-    bindings: { CLIENT_EVENT_TYPES: "typing.*,cursor.move", ACK_RETRY_INTERVAL_MS: "300", ACK_MAX_ATTEMPTS: "10" },
+    bindings: {
+      CLIENT_EVENT_TYPES: "typing.*,cursor.move", CLIENT_EVENT_RATES: "typing.*=3/10s",
+      ACK_RETRY_INTERVAL_MS: "300", ACK_MAX_ATTEMPTS: "10",
+    },
   });
 });
 after(async () => { await w?.stop(); });
@@ -290,6 +293,55 @@ test("emit: refused names come back as errors and the connection carries on; the
   assert.equal(alice.client.emit("user_not_held", "cursor.move"), false);
   assert.equal(alice.client.state, "connected");
   assert.equal(alice.errors.length, 1);
+});
+
+test("eventRates: emit returns false over a pattern's limit and sends nothing; debug says why", async (t) => {
+  const make = clients(t);
+  const { room, token } = team();
+  const lines = [];
+  // The server's CLIENT_EVENT_RATES text, as this file's worker has it.
+  const alice = make({ rooms: [room], token: token("alice"), eventRates: "typing.*=3/10s", debug: (m) => lines.push(m) });
+  const bob = make({ rooms: [room], token: token("bob") });
+  await waitForState(alice.client, "connected");
+  await waitForState(bob.client, "connected");
+  const got = [];
+  bob.client.on("event", (e) => got.push(e.event));
+  const sent = ["typing.start", "typing.stop", "typing.start", "typing.stop", "typing.start"]
+    .map((name) => alice.client.emit(room, name));
+  assert.deepEqual(sent, [true, true, true, false, false], "every typing.* name counts toward the pattern");
+  // Another pattern's names are not held back; arriving last, it shows the refused ones never went.
+  assert.equal(alice.client.emit(room, "cursor.move", { x: 1 }), true);
+  await pollUntil(() => got.includes("cursor.move"));
+  assert.deepEqual(got, ["typing.start", "typing.stop", "typing.start", "cursor.move"]);
+  assert.deepEqual(alice.errors, [], "the server refused nothing");
+  assert.equal(
+    lines.filter((l) => l.includes("not sent")).join("\n"),
+    [`room ${room}: emit typing.stop not sent: 3 events matching typing.* went out in the last 10000 ms (eventRates)`,
+      `room ${room}: emit typing.start not sent: 3 events matching typing.* went out in the last 10000 ms (eventRates)`].join("\n"),
+  );
+  alice.client.emit("user_not_held", "typing.start");
+  assert.equal(lines.at(-1), "room user_not_held: emit typing.start not sent: the client does not hold this room");
+
+  // The same limit as pattern -> [limit, windowMs].
+  const carol = make({ rooms: [room], token: token("carol"), eventRates: { "typing.*": [1, 10000] } });
+  await waitForState(carol.client, "connected");
+  assert.deepEqual([carol.client.emit(room, "typing.start"), carol.client.emit(room, "typing.stop")], [true, false]);
+});
+
+test("eventRates: what cannot be read is refused with a clear error", () => {
+  for (const [rates, why] of [
+    ["typing.*=5", /cannot read "typing.\*=5": write pattern=count\/window/],
+    ["typing.*=5/5y", /cannot read/],
+    ["typing.*=5/s", /cannot read/],
+    [{ "typing.*": [0, 5000] }, /must be \[count, windowMs\]/],
+    ["bad name=1/1s", /cannot read/],
+    ["bad!=1/1s", /"bad!" is not an event name or pattern/],
+    [{ "typing.*": 5 }, /must be \[count, windowMs\]/],
+    [{ "typing.*": [5, 0] }, /must be \[count, windowMs\]/],
+    [42, /a string or an object/],
+  ]) {
+    assert.throws(() => makeClient({ url: w.base, rooms: [], token: "t", eventRates: rates, autoConnect: false }), why, JSON.stringify(rates));
+  }
 });
 
 test("sync() after missed frames fills the gap exactly once, without reconnecting", async (t) => {

@@ -58,6 +58,14 @@ export function closeFrame(c) {
   });
 }
 
+/**
+ * Whether nothing more is on its way to a raw client: a ping's pong is the marker (every frame
+ * to a socket goes through its one queue, so anything sent before it arrives before it).
+ */
+export async function nothingMore(c) {
+  return (await roundTrip(c)).length === 0;
+}
+
 /** Awaits the client's close, bounded. */
 export async function closedWith(c, ms = 5000) {
   let t;

@@ -1,11 +1,12 @@
 // Compiled by types.test.mjs with `tsc --noEmit`: how an app uses the client's types. The lines
 // marked to expect an error must be errors, so the types also refuse what they should.
 import {
-  RealtimeClient, RealtimeError, backoffDelay, CloseCode, matchesType, isClientEvent, type Notification, type ConnectionState,
-  type RoomStatus, type ClientEvent, type PresenceUser, type SyncResult,
+  RealtimeClient, RealtimeError, backoffDelay, CloseCode, matchesType, isClientEvent, decide, type Notification, type ConnectionState,
+  type RoomStatus, type ClientEvent, type PresenceUser, type SyncResult, type Decision,
 } from "../../../client/roomcast.js";
 import {
   useRealtime, RealtimeProvider, useRealtimeClient, usePresence, useEvent, type ConnectionInfo,
+  type ConnectionStatus,
 } from "../../../client/react.js";
 import { createBroadcaster, BroadcastError, ENV } from "../../../client/broadcaster.js";
 
@@ -93,6 +94,19 @@ const n: number = client.send({ type: "ping" }, { roomId: "user_42" });
 const last: number | null = client.lastSeq("user_42");
 void [n, last, backoffDelay(3), CloseCode.RATE_LIMITED];
 void client.close().then(() => undefined);
+// Debug lines, per-event rates (the server's text, or pattern -> [limit, windowMs]).
+void new RealtimeClient({ rooms: ["team_1"], token: "t", debug: true, eventRates: "typing.*=5/5s,cursor.move=30/1s" });
+void new RealtimeClient({
+  rooms: ["team_1"], token: "t", eventRates: { "typing.*": [5, 5000] },
+  debug: (message, { roomId, ...details }) => void [message.length, roomId, details.code],
+});
+// What the client does after a close or a refusal: a pure function.
+const next: Decision = decide({
+  kind: "close", code: CloseCode.IDLE, wasConnected: true,
+  hasGetToken: true, authRetried: false, everConnected: true, attempt: 0, maxAttempts: 10,
+});
+if (next.action === "reconnect") void [next.delay === "none", next.tokenReason];
+if (next.action === "fail") void next.error;
 
 // @ts-expect-error: not an event, and not a type name with a dot
 client.on("message", () => {});
@@ -111,6 +125,12 @@ void bad;
 dynamic.join("r", { since: "3" });
 // @ts-expect-error: not a token reason
 new RealtimeClient({ rooms: [], getToken: ({ reason }) => (reason === "refreshed" ? "a" : "b") });
+// @ts-expect-error: a rate is [limit, windowMs]
+new RealtimeClient({ rooms: [], token: "t", eventRates: { "typing.*": 5 } });
+// @ts-expect-error: debug is a boolean or a function
+new RealtimeClient({ rooms: [], token: "t", debug: "verbose" });
+// @ts-expect-error: a close needs its code
+decide({ kind: "close", wasConnected: true, hasGetToken: true, authRetried: false, everConnected: true, attempt: 0, maxAttempts: 1 });
 
 function Component() {
   const { lastMessage, isConnected, connectionState, sendMessage, notifications, connection, error, reconnect, client: c } = useRealtime({
@@ -156,6 +176,56 @@ function App() {
   return RealtimeProvider({ url: "https://rt.example.com", getToken: async () => "jwt", children: null });
 }
 void App;
+
+// A provider that holds rooms for the whole tree, and components that ask it with no options.
+function ProviderApp() {
+  // @ts-expect-error: rooms is an array of room ids
+  RealtimeProvider({ rooms: "team_7" });
+  return RealtimeProvider({ url: "https://rt.example.com", userId: "42", rooms: ["team_7"], token: "jwt", children: null });
+}
+void ProviderApp;
+
+function Board() {
+  const { subscribe, emit, isConnected, connectionState, lastMessage, error } = useRealtime();
+  const off: () => void = subscribe("approval.*", (m, ctx) => {
+    const kind: "notification" | "event" = ctx.kind;
+    const from: string = isClientEvent(m) ? m.userId : m.type;
+    void [kind, from, ctx.roomId];
+  });
+  off();
+  const sent: boolean = emit("typing.start", { field: "title" });
+  emit("cursor.move", { x: 1 }, { roomId: "user_42" });
+  const status: ConnectionStatus = connectionState;
+  const state: ConnectionState = connectionState.status;
+  const attempts: number = connectionState.reconnectAttempt;
+  const since: number | null = connectionState.lastConnectedAt;
+  const fatal: RealtimeError | null = connectionState.error;
+  void [sent, status, state, attempts, since, fatal, isConnected, lastMessage, error];
+  // @ts-expect-error: the object's state is `status`
+  void connectionState.state;
+  // @ts-expect-error: a handler is a function
+  subscribe("chat.message", "handler");
+  // With options, connectionState stays the string it always was.
+  const plain: ConnectionState = useRealtime({ userId: "42" }).connectionState;
+  void plain;
+  // @ts-expect-error: only the provider-level form has subscribe
+  void useRealtime({ userId: "42" }).subscribe;
+}
+void Board;
+
+/** A Worker's env with a service binding to roomcast (the shape of Cloudflare's Fetcher). */
+interface WorkerEnv {
+  ROOMCAST: { fetch(input: string | Request | URL, init?: RequestInit): Promise<Response> };
+  ROOMCAST_API_KEY: string;
+}
+
+async function fromAWorker(env: WorkerEnv) {
+  const rc = createBroadcaster({ binding: env.ROOMCAST, apiKey: env.ROOMCAST_API_KEY });
+  await rc.broadcastSuccess("42", "group.invitation.received", { groupId: "g1" }, { requiresAck: true });
+  // @ts-expect-error: a binding has a fetch method
+  createBroadcaster({ binding: {}, apiKey: "k" });
+}
+void fromAWorker;
 
 async function handler() {
   const rc = createBroadcaster({ url: "https://rt.example.com", apiKey: "k", retries: 3 });
