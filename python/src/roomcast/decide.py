@@ -65,12 +65,12 @@ def decide(given: Mapping[str, Any]) -> Decision:
         code = g["code"]
         if code == _INVALID_FRAMES:
             return {"action": "fail", "error": "invalid_frames"}
-        if code == _IDLE:
-            # Idle is not an error: at once, whatever the attempt count.
-            return {"action": "reconnect", "delay": "none", "tokenReason": "reconnect"}
         if code == _AUTH and not g["hasGetToken"]:
             return {"action": "fail", "error": "token_expired"}
-        if not g["wasConnected"] and code != _AUTH:
+        if code == _IDLE:
+            # Idle is not an error: at once, whatever the attempt count.
+            return {"action": "reconnect", "delay": "none", "tokenReason": again}
+        if not g["wasConnected"]:
             # Closed before `connected`: refused, or never reached the server; ask which.
             return {"action": "probe"}
         if exhausted:
