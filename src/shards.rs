@@ -9,8 +9,9 @@
 //! ([`Op`]s, in order, one message in flight per shard), and it relays what its sockets send
 //! ([`Relayed`]). This module holds the plain parts: names, placement, and both messages.
 
+use crate::json::Object;
 use crate::room_id::RoomId;
-use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// The Durable Object name of shard `k` (1-based) of `room`.
 pub fn shard_name(room: &RoomId, k: u32) -> String {
@@ -47,32 +48,22 @@ pub fn place(here: usize, shards: &[usize], size: usize) -> Place {
 }
 
 /// Who a [`Op::Send`] is for on the shard.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum To {
     /// Every socket the shard holds (`"*"`).
-    All(AllMarker),
+    All,
     /// These connections.
     Ids(Vec<String>),
 }
 
-/// The `"*"` of [`To::All`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AllMarker {
-    #[serde(rename = "*")]
-    All,
-}
-
 /// What the coordinator tells a shard to do, in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Send a frame. `seq` marks a notification's first delivery: a shard that has already
     /// delivered that seq (a publish retried after the coordinator failed) skips it.
     Send {
         to: To,
         frame: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
     },
     /// Close a connection (the coordinator has already forgotten it).
@@ -86,13 +77,11 @@ pub enum Op {
 }
 
 /// What a shard relays to the coordinator, in the order its sockets did it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Relayed {
     /// A frame from connection `id`: its text (`None`: binary) and size.
     Frame {
         id: String,
-        #[serde(default)]
         text: Option<String>,
         len: usize,
     },
@@ -104,14 +93,120 @@ pub enum Relayed {
     },
 }
 
+/// One item of a message, written and read as a JSON object.
+pub trait Item: Sized {
+    fn write(&self) -> String;
+    fn read(v: &Map<String, Value>) -> Option<Self>;
+}
+
+impl Item for Op {
+    fn write(&self) -> String {
+        match self {
+            Op::Send { to, frame, seq } => {
+                let o = Object::new().str("op", "send").str("frame", frame);
+                let o = match to {
+                    To::All => o.str("to", "*"),
+                    To::Ids(ids) => o.strs("to", ids),
+                };
+                o.opt_num("seq", *seq).finish()
+            }
+            Op::Close { id, code, reason } => Object::new()
+                .str("op", "close")
+                .str("id", id)
+                .num("code", code)
+                .str("reason", reason)
+                .finish(),
+            Op::Save { id, attachment } => Object::new()
+                .str("op", "save")
+                .str("id", id)
+                .str("attachment", attachment)
+                .finish(),
+        }
+    }
+
+    fn read(v: &Map<String, Value>) -> Option<Op> {
+        let s = |k: &str| v.get(k)?.as_str().map(str::to_owned);
+        Some(match v.get("op")?.as_str()? {
+            "send" => Op::Send {
+                to: match v.get("to")? {
+                    Value::String(all) if all == "*" => To::All,
+                    Value::Array(ids) => To::Ids(
+                        ids.iter()
+                            .map(|i| i.as_str().map(str::to_owned))
+                            .collect::<Option<_>>()?,
+                    ),
+                    _ => return None,
+                },
+                frame: s("frame")?,
+                seq: v.get("seq").and_then(Value::as_u64),
+            },
+            "close" => Op::Close {
+                id: s("id")?,
+                code: u16::try_from(v.get("code")?.as_u64()?).ok()?,
+                reason: s("reason")?,
+            },
+            "save" => Op::Save {
+                id: s("id")?,
+                attachment: s("attachment")?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+impl Item for Relayed {
+    fn write(&self) -> String {
+        match self {
+            Relayed::Frame { id, text, len } => {
+                let o = Object::new()
+                    .str("kind", "frame")
+                    .str("id", id)
+                    .num("len", len);
+                match text {
+                    Some(t) => o.str("text", t),
+                    None => o,
+                }
+                .finish()
+            }
+            Relayed::Closed { id, code, reason } => Object::new()
+                .str("kind", "closed")
+                .str("id", id)
+                .num("code", code)
+                .str("reason", reason)
+                .finish(),
+        }
+    }
+
+    fn read(v: &Map<String, Value>) -> Option<Relayed> {
+        let s = |k: &str| v.get(k)?.as_str().map(str::to_owned);
+        Some(match v.get("kind")?.as_str()? {
+            "frame" => Relayed::Frame {
+                id: s("id")?,
+                text: s("text"),
+                len: usize::try_from(v.get("len")?.as_u64()?).ok()?,
+            },
+            "closed" => Relayed::Closed {
+                id: s("id")?,
+                code: u16::try_from(v.get("code")?.as_u64()?).ok()?,
+                reason: s("reason")?,
+            },
+            _ => return None,
+        })
+    }
+}
+
 /// A message of ops or relays, as its JSON body.
-pub fn encode<T: Serialize>(items: &[T]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+pub fn encode<T: Item>(items: &[T]) -> String {
+    let parts: Vec<String> = items.iter().map(Item::write).collect();
+    format!("[{}]", parts.join(","))
 }
 
 /// Reads a message body; `None` if it is not one.
-pub fn decode<T: for<'de> Deserialize<'de>>(body: &str) -> Option<Vec<T>> {
-    serde_json::from_str(body).ok()
+pub fn decode<T: Item>(body: &str) -> Option<Vec<T>> {
+    let Value::Array(items) = serde_json::from_str(body).ok()? else {
+        return None;
+    };
+    items.iter().map(|v| T::read(v.as_object()?)).collect()
 }
 
 /// Whether a `Send` with this `seq` must be skipped by a shard that delivered up to `delivered`;
@@ -157,7 +252,7 @@ mod tests {
     fn ops_and_relays_round_trip_as_json() {
         let ops = vec![
             Op::Send {
-                to: To::All(AllMarker::All),
+                to: To::All,
                 frame: r#"{"seq":1}"#.into(),
                 seq: Some(1),
             },

@@ -10,7 +10,7 @@ use crate::glue::rooms;
 use crate::glue::socket::Frame;
 use crate::internal::Call;
 use crate::room_id::RoomId;
-use crate::shards::{encode, AllMarker, Op, To};
+use crate::shards::{encode, Op, To};
 use futures_channel::oneshot;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -156,7 +156,7 @@ impl Link {
                             ..
                         } => Op::Send {
                             to: if at == epoch && ids.len() == count {
-                                To::All(AllMarker::All)
+                                To::All
                             } else {
                                 To::Ids(ids)
                             },

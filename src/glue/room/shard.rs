@@ -153,7 +153,7 @@ impl Room {
             return;
         };
         match to {
-            To::All(_) => self.sockets.fan_out(frames, Pace::Paced, |_| true),
+            To::All => self.sockets.fan_out(frames, Pace::Paced, |_| true),
             To::Ids(ids) if ids.len() == 1 => self
                 .sockets
                 .fan_out(frames, Pace::Paced, |c| c.id == ids[0]),
