@@ -10,7 +10,7 @@ use crate::glue::rooms;
 use crate::glue::socket::Frame;
 use crate::internal::Call;
 use crate::room_id::RoomId;
-use crate::shards::{encode, Op, To};
+use crate::shards::{encode, Op, To, FEW};
 use futures_channel::oneshot;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -155,7 +155,7 @@ impl Link {
                             epoch: at,
                             ..
                         } => Op::Send {
-                            to: if at == epoch && ids.len() == count {
+                            to: if at == epoch && ids.len() == count && count > FEW {
                                 To::All
                             } else {
                                 To::Ids(ids)

@@ -329,7 +329,7 @@ impl Sockets {
         let target = Target {
             id,
             socket: &c.socket,
-            batch: c.batch && c.socket.local().is_some(),
+            batch: c.batch,
         };
         let frames = frames.into_iter().map(Frame::from).collect();
         let fan = self
@@ -361,8 +361,7 @@ impl Sockets {
                 .map(|c| Target {
                     id: &c.id,
                     socket: &c.socket,
-                    // A shard batches for its own sockets.
-                    batch: c.batch && c.socket.local().is_some(),
+                    batch: c.batch,
                 })
                 .collect();
             let count = targets.len() as u32;
