@@ -392,7 +392,7 @@ impl NotificationRoom {
                 let link = room.sockets.link(&id, k);
                 for a in attachments {
                     let peer = Peer::Remote {
-                        id: a.id.clone(),
+                        id: a.id.as_str().into(),
                         link: Rc::clone(&link),
                     };
                     room.sockets.restore_one(&a, peer, now);

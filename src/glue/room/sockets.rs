@@ -268,7 +268,7 @@ impl Sockets {
             Some(Peer::Local(ws)) => ws.close(close, reason),
             Some(Peer::Remote { id, link }) => {
                 link.op(Op::Close {
-                    id,
+                    id: id.to_string(),
                     code: close.code(),
                     reason: reason.to_owned(),
                 });
@@ -401,7 +401,7 @@ impl Sockets {
             Peer::Local(ws) => ws.save(&a).map_err(js_error),
             Peer::Remote { id, link } => {
                 link.op(Op::Save {
-                    id: id.clone(),
+                    id: id.to_string(),
                     attachment: a.to_json(),
                 });
                 link.kick();
