@@ -145,6 +145,17 @@ function publishOnce(w, p) {
   return w.publish(p.room, p.msg, p.key ? { "idempotency-key": p.key } : {});
 }
 
+/** Publishes `p` once, recording its answer (`final` when 200) or the network error a kill caused. */
+async function publishRecorded(w, p) {
+  try {
+    const res = await publishOnce(w, p);
+    p.answer = { status: res.status, body: res.body };
+    if (res.status === 200) p.final = res.body;
+  } catch (e) {
+    p.error = e.cause?.code ?? e.message;
+  }
+}
+
 test(`SIGKILL at ${KILLS} random points loses nothing and shows nothing twice (seed ${SEED})`, { timeout: 240_000 }, async (t) => {
   const say = (line) => { t.diagnostic(line); };
   say(`crash seed ${SEED} (replay: ROOMCAST_CRASH_SEED=${SEED}), ${KILLS} kill points`);
@@ -210,15 +221,8 @@ test(`SIGKILL at ${KILLS} random points loses nothing and shows nothing twice (s
           publishes.push(p);
           inflight.add(p);
           fire("publish");
-          try {
-            const res = await publishOnce(rt.worker, p);
-            p.answer = { status: res.status, body: res.body };
-            if (res.status === 200) p.final = res.body;
-          } catch (e) {
-            p.error = e.cause?.code ?? e.message;
-          } finally {
-            inflight.delete(p);
-          }
+          await publishRecorded(rt.worker, p);
+          inflight.delete(p);
           await sleep(r.int(0, 20));
         }
       });
@@ -502,13 +506,7 @@ test(`a room over ${CROWD / SHARD_SIZE} Durable Objects: SIGKILL during cross-sh
           cycleOf.set(p.nonce, cycle);
           publishes.push(p);
           fire("publish");
-          try {
-            const res = await publishOnce(rt.worker, p);
-            p.answer = { status: res.status, body: res.body };
-            if (res.status === 200) p.final = res.body;
-          } catch (e) {
-            p.error = e.cause?.code ?? e.message;
-          }
+          await publishRecorded(rt.worker, p);
           await sleep(r.int(0, 20));
         }
       });
