@@ -168,6 +168,33 @@ test("every socket on every shard gets every notification once, in seq order; br
   }));
   const quiet = await Promise.all(clients.map((c) => nothingMore(c)));
   assert.deepEqual(clients.map((_, i) => i).filter((i) => !quiet[i]), [], "sockets with a frame too many");
+
+  // A retried publish (same Idempotency-Key) answers the first result and reaches no shard again.
+  const keyed = await publishOk(w, room, { type: "note.keyed" }, { "idempotency-key": "k-once" });
+  assert.equal(keyed.broadcastCount, 100);
+  const again = await publishOk(w, room, { type: "note.keyed" }, { "idempotency-key": "k-once" });
+  assert.deepEqual(again, { ...keyed, duplicate: true });
+  await Promise.all(clients.map(async (c, i) => assert.equal((await c.next()).seq, keyed.seq, `socket ${i}`)));
+
+  // A socket on the fourth Durable Object narrows its filter: broadcastCount follows.
+  const narrowed = clients[77];
+  narrowed.send({ type: "subscribe", data: { types: ["task.*"] } });
+  assert.deepEqual(await narrowed.next(), { type: "subscribed", data: { types: ["task.*"] } });
+  const note = await publishOk(w, room, { type: "note.after" });
+  assert.equal(note.broadcastCount, 99);
+  // An ephemeral publish reaches every shard too, without a seq.
+  const flash = await publishOk(w, room, { type: "note.flash", data: { pct: 50 }, ephemeral: true });
+  assert.equal(flash.broadcastCount, 99);
+  await Promise.all(clients.map(async (c, i) => {
+    if (c === narrowed) return;
+    // The contract orders notifications by seq; an ephemeral frame has none, so either order.
+    const two = await take(c, 2);
+    const f = two.find((x) => x.ephemeral);
+    assert.deepEqual(two.filter((x) => x !== f).map((x) => x.seq), [note.seq], `socket ${i}: ${JSON.stringify(two)}`);
+    assert.deepEqual([f.id, f.data, "seq" in f], [flash.id, { pct: 50 }, false], `socket ${i}: ${JSON.stringify(f)}`);
+  }));
+  const silent = await Promise.all(clients.map((c) => nothingMore(c)));
+  assert.deepEqual(clients.map((_, i) => i).filter((i) => !silent[i]), [], "sockets with a frame too many (the narrowed one included)");
   drop(w, clients);
 });
 
