@@ -236,7 +236,20 @@ test("a pending notification is redelivered on every shard; an ack from the last
   }));
   const end = await entry(w, room, a.id);
   assert.deepEqual([end.deliveryStatus, end.ackedBy, end.attempts], ["acked", "a99", 2]);
-  drop(w, clients);
+
+  // The offline queue on a new shard: a newcomer (the 101st socket) without since gets the one
+  // pending notification (not A or B, acked), and its ack clears it for the whole room.
+  const c = await publishOk(w, room, { type: "task.third", requiresAck: true });
+  await Promise.all(clients.map(async (x) => assert.equal((await x.next()).id, c.id)));
+  const newcomer = await w.connect(room, { token: tok("newcomer", room) });
+  await assertSpread(w, room, 101);
+  const queued = await newcomer.next();
+  assert.deepEqual([queued.id, queued.seq, queued.requiresAck], [c.id, c.seq, true], JSON.stringify(queued));
+  newcomer.send({ type: "ack", notificationId: c.id });
+  const third = await entryUntil(w, room, c.id, (e) => e.deliveryStatus === "acked", "the newcomer's ack recorded");
+  assert.equal(third.ackedBy, "newcomer");
+  assert.deepEqual((await roundTrip(newcomer)).filter((f) => f.id !== c.id), [], "nothing but copies of C");
+  drop(w, [...clients, newcomer]);
 });
 
 /** Asserts a presence frame's type, user and (when given) state. */
