@@ -7,7 +7,8 @@
 //   node bench/run.mjs --quick    smoke (~1-2 min)
 //   node bench/run.mjs --only=cpu,big      a subset of workloads: wasm, memory, cpu (1-1,000
 //                                          sockets: CPU and fan-out), big (5,000), sustained,
-//                                          batched (1,000 sockets, batch=1), coldstart, storm
+//                                          batched (1,000 sockets, batch=1), coldstart, storm,
+//                                          large (one room of 20,000 sockets: shards vs one)
 //   node bench/run.mjs --out=FILE          write the JSON elsewhere (default bench/results/)
 //   node bench/run.mjs --also=old:DIR,…    other roomcast builds (a directory holding index.js
 //                                          and index_bg.wasm) as extra peers, interleaved with
@@ -28,7 +29,7 @@ const args = process.argv.slice(2);
 const QUICK = args.includes("--quick");
 const ONLY = args.find((a) => a.startsWith("--only="))?.slice(7).split(",");
 const OUT = args.find((a) => a.startsWith("--out="))?.slice(6) ?? path.join(BENCH, "results", QUICK ? "quick.json" : "latest.json");
-const WORKLOADS = ["wasm", "memory", "cpu", "big", "sustained", "batched", "coldstart", "storm", "rows", "presence"];
+const WORKLOADS = ["wasm", "memory", "cpu", "big", "sustained", "batched", "coldstart", "storm", "large", "rows", "presence"];
 // Extra roomcast builds go right after roomcast itself, so they sit beside it in the table.
 for (const spec of (args.find((a) => a.startsWith("--also="))?.slice(7) ?? "").split(",").filter(Boolean)) {
   const [label, dir] = spec.split(":");
@@ -52,6 +53,7 @@ const P = QUICK
       big: { sockets: 2000, warmup: 3, publishes: 10 },
       sustained: { sockets: 100, rounds: 2, seconds: 1, inflight: 8 },
       batched: { sockets: 300, rounds: 1, seconds: 1, inflight: 16 },
+      large: { sockets: 2000, shardSize: 250, publishes: 10, missed: 3 },
       coldstart: { reps: 1 },
       storm: { sockets: 1000, before: 20, missed: 10 },
       rows: { publishes: 100, limit: 50 },
@@ -69,6 +71,7 @@ const P = QUICK
       // Short slices so that drift hits every peer alike.
       sustained: { sockets: 100, rounds: 10, seconds: 1, inflight: 8 },
       batched: { sockets: 1000, rounds: 5, seconds: 2, inflight: 16 },
+      large: { sockets: 20000, shardSize: 2500, publishes: 30, missed: 5 },
       coldstart: { reps: 3 },
       storm: { sockets: 1000, before: 50, missed: 20 },
       rows: { publishes: 400, limit: 200 },
@@ -474,6 +477,67 @@ async function storm() {
 }
 
 // ---------------------------------------------------------------------------------------------
+/**
+ * One room of `sockets` (roomcast only), spread over shards of `shardSize` and held by one
+ * Durable Object: the connect storm, publish-to-last-delivery, CPU per publish (the whole
+ * workerd process: here every Durable Object shares it), and a reconnect storm with since=.
+ */
+async function large() {
+  const { sockets, shardSize, publishes, missed } = P.large;
+  const base = PEERS.find((p) => p.name === "roomcast");
+  raw.large = {};
+  for (const [label, size] of [["sharded", shardSize], ["one DO", sockets * 2]]) {
+    const name = `roomcast (${label})`;
+    const rt = await start({ ...base, name, bindings: { ROOM_SHARD_SIZE: String(size) } });
+    try {
+      let pool = new Pool(rt, "large", { batch: true });
+      const t0 = performance.now();
+      await pool.open(sockets, { concurrency: 500 });
+      const tConnect = performance.now() - t0;
+      const shards = (await health(rt, "large")).shards ?? [];
+      const pub = new Publisher(rt, "large");
+      for (let i = 0; i < 3; i++) await pool.allGot((await pub.publish()).seq, 120_000);
+      const lat = [], resp = [];
+      const c0 = cpuMicros(rt.pid);
+      let last = 0;
+      for (let i = 0; i < publishes; i++) {
+        const r = await pub.publish();
+        if (r.count !== sockets) throw new Error(`${name}: broadcastCount ${r.count}, expected ${sockets}`);
+        lat.push((await pool.allGot(r.seq, 120_000)) - r.t0);
+        resp.push(r.ms);
+        last = r.seq;
+      }
+      const cpu = cpuMicros(rt.pid).sched - c0.sched;
+      if (pool.order) throw new Error(`${name}: ${pool.order} frames out of order`);
+      // Everyone leaves; notifications are published; everyone comes back with since=.
+      await pool.close();
+      for (let i = 0; i < missed; i++) last = (await pub.publish()).seq;
+      const before = await health(rt, "large");
+      pool = new Pool(rt, "large", { batch: true });
+      const t1 = performance.now();
+      await pool.open(sockets, { concurrency: 500, since: last - missed });
+      const tResumed = (await pool.allGot(last, 120_000)) - t1;
+      const after = await health(rt, "large");
+      if (pool.order) throw new Error(`${name}: storm: ${pool.order} frames out of order`);
+      const rowsRead = (after.sqlRowsRead ?? 0) - (before.sqlRowsRead ?? 0);
+      figure(`large_connect_${label}`, `large room: ${sockets} sockets connecting at once, ${label}`, "ms", "lower", "roomcast", tConnect);
+      figure(`large_p50_${label}`, `large room: publish to last delivery p50, ${label}`, "ms", "lower", "roomcast", percentile(lat, 50));
+      figure(`large_p99_${label}`, `large room: publish to last delivery p99, ${label}`, "ms", "lower", "roomcast", percentile(lat, 99));
+      figure(`large_resp_${label}`, `large room: publish response p50, ${label}`, "ms", "lower", "roomcast", percentile(resp, 50));
+      figure(`large_cpu_${label}`, `large room: workerd CPU per publish (all its Durable Objects), ${label}`, "µs", "lower", "roomcast", cpu / publishes);
+      figure(`large_storm_${label}`, `large room: reconnect storm with since=, all ${missed} missed replayed to all, ${label}`, "ms", "lower", "roomcast", tResumed);
+      figure(`large_rows_${label}`, `large room: coordinator SQLite rows read per reconnecting socket, ${label}`, "rows", "lower", "roomcast", rowsRead / sockets);
+      raw.large[label] = { sockets, shards, tConnect, lat, resp, cpuMicros: cpu, publishes, tResumed, rowsRead };
+      log(`large ${label}: shards ${JSON.stringify(shards)}, connect ${tConnect.toFixed(0)} ms, p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${percentile(lat, 99).toFixed(1)} ms, CPU/publish ${(cpu / publishes).toFixed(0)} µs, storm ${tResumed.toFixed(0)} ms, rows read/socket ${(rowsRead / sockets).toFixed(2)}`);
+      pub.close();
+      await pool.close();
+    } finally {
+      await rt.dispose();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 /** A room's keyed health (roomcast builds that report SQLite rows and wasm memory). */
 async function health(rt, room) {
   const res = await fetch(`${rt.base}/rooms/${room}/health`, { headers: { authorization: `Bearer ${API_KEY}` } });
@@ -639,6 +703,8 @@ function tableKeys() {
     "# sustained load",
     "sustained_rate", "sustained_delivered", "sustained_resp_p99", "sustained_cpu",
     "batched_rate", "batched_delivered", "batched_resp_p99", "batched_cpu",
+    "# one large room (roomcast only): shards against one Durable Object",
+    ...["sharded", "one DO"].flatMap((l) => [`large_connect_${l}`, `large_p50_${l}`, `large_p99_${l}`, `large_resp_${l}`, `large_cpu_${l}`, `large_storm_${l}`, `large_rows_${l}`]),
     "# reconnect storm (roomcast only)",
     "storm_connected", "storm_resumed",
     "# SQLite rows per publish (roomcast builds that count them)",
@@ -709,6 +775,7 @@ async function main() {
   }
   if (want("coldstart")) await coldstart();
   if (want("storm")) await storm();
+  if (want("large")) await large();
   if (want("rows")) await rowsPerPublish();
   if (want("presence")) await presenceCost();
 

@@ -41,9 +41,26 @@ export interface ProgressResult {
   rooms: Record<string, EphemeralPublishResult>;
 }
 
+/** What `binding` needs: a service binding (`env.ROOMCAST`) or anything else with this `fetch`. */
+export interface FetchBinding {
+  fetch(
+    url: string,
+    init: { method: "POST"; headers: Record<string, string>; body: string; signal?: AbortSignal },
+  ): Promise<{ ok: boolean; status: number; text(): Promise<string> }>;
+}
+
 export interface BroadcasterOptions {
-  /** The server's base URL. Default: the environment's ROOMCAST_URL, else REALTIME_URL. */
+  /**
+   * The server's base URL. Default (without `binding`): the environment's ROOMCAST_URL, else
+   * REALTIME_URL.
+   */
   url?: string;
+  /**
+   * Instead of `url` (and `fetch`): send every request through this, e.g. a service binding to
+   * roomcast from another Worker (`[[services]] binding = "ROOMCAST", service = "roomcast"`, then
+   * `binding: env.ROOMCAST`). The API key is still required.
+   */
+  binding?: FetchBinding;
   /**
    * One of the server's BROADCAST_API_KEYS. Server side only: never ship it to a browser.
    * Default: the environment's ROOMCAST_API_KEY, else REALTIME_API_KEY.
@@ -51,7 +68,7 @@ export interface BroadcasterOptions {
   apiKey?: string;
   /** Retries after the first attempt, on network errors, timeouts, 5xx and 207 (some rooms failed). Default 3. */
   retries?: number;
-  /** Default globalThis.fetch. */
+  /** Default globalThis.fetch. Not with `binding`. */
   fetch?: typeof fetch;
   /** Per attempt, ms. Default 10000. */
   timeoutMs?: number;
@@ -120,7 +137,10 @@ export interface Broadcaster {
   publish(roomId: string, message: OutgoingMessage, options?: { idempotencyKey?: string }): Promise<PublishResult>;
 }
 
-/** Without `url` / `apiKey`, they are read from the environment (`ENV`); neither found throws. */
+/**
+ * Without `url` (or `binding`) / `apiKey`, they are read from the environment (`ENV`); neither
+ * found throws. `url` or `fetch` together with `binding` throws.
+ */
 export function createBroadcaster(options?: BroadcasterOptions): Broadcaster;
 
 /** The environment variables read for a missing `url` / `apiKey`, first found wins. */

@@ -1,10 +1,13 @@
 // roomcast publishing helper for backends (job handlers, API routes, Workers): POST /broadcast
-// with retries that can never notify twice. Needs only `fetch` (Node 18+, Deno, Bun, Workers).
+// with retries that can never notify twice. Needs only `fetch` (Node 18+, Deno, Bun, Workers), or
+// a service binding inside a Worker; it uses no Node-only API, so it runs in workerd as is.
 // Never use it in a browser: it holds an API key. Types: broadcaster.d.ts. Guide: docs/client.md.
 //
 //   import { createBroadcaster } from "./broadcaster.js";
 //   const rc = createBroadcaster(); // url and apiKey from ROOMCAST_URL / ROOMCAST_API_KEY (or REALTIME_*)
 //   await rc.broadcastSuccess("u1", "note.creation.completed", { noteId }, { requestId, idempotencyKey: `${runId}:done` });
+//   // In another Worker, with `[[services]] binding = "ROOMCAST", service = "roomcast"`:
+//   createBroadcaster({ binding: env.ROOMCAST, apiKey: env.ROOMCAST_API_KEY });
 
 /** The final failure of a publish: `status` is the HTTP status (0 when none arrived). */
 export class BroadcastError extends Error {
@@ -88,24 +91,53 @@ export const ENV = Object.freeze({
 });
 
 /**
+ * Where requests go without a binding: `url` (or the environment's) with `fetch`.
+ * @param {{url?: string, fetch?: typeof fetch}} options
+ */
+function overTheNetwork({ url = fromEnv(ENV.url), fetch: fetchImpl = globalThis.fetch }) {
+  if (!url) throw new TypeError(`createBroadcaster needs \`url\` (the roomcast server's base URL) or \`binding\` (a service binding to it), or ${ENV.url.join(" or ")} in the environment`);
+  if (typeof fetchImpl !== "function") throw new TypeError("no fetch implementation: pass `fetch`");
+  return { base: String(url).replace(/\/+$/, ""), fetchImpl };
+}
+
+/**
+ * The base URL requests through a binding carry: a service binding hands the request to the bound
+ * Worker whatever its host, so this only has to be a valid URL (it is what roomcast sees).
+ */
+const BINDING_BASE = "https://roomcast";
+
+/**
+ * Where requests go with a binding: every one through `binding.fetch`, called as its method (a
+ * service binding's `fetch` needs its `this`).
+ * @param {unknown} binding
+ * @param {{url?: string, fetch?: unknown}} options
+ */
+function throughBinding(binding, { url, fetch: fetchImpl }) {
+  if (binding == null || typeof binding.fetch !== "function") {
+    throw new TypeError("`binding` must have a fetch(url, init) method, such as a service binding (env.ROOMCAST)");
+  }
+  // Either would be silently ignored, which hides a wrong setup.
+  if (url !== undefined) throw new TypeError("createBroadcaster takes `url` or `binding`, not both");
+  if (fetchImpl !== undefined) throw new TypeError("createBroadcaster takes `fetch` or `binding`, not both: requests go through the binding");
+  return { base: BINDING_BASE, fetchImpl: (target, init) => binding.fetch(target, init) };
+}
+
+/**
  * @param {import("./broadcaster.d.ts").BroadcasterOptions} [options]
  * @returns {import("./broadcaster.d.ts").Broadcaster}
  */
 export function createBroadcaster(options) {
   const {
-    url = fromEnv(ENV.url),
+    binding,
     apiKey = fromEnv(ENV.apiKey),
     retries = 3,
-    fetch: fetchImpl = globalThis.fetch,
     timeoutMs = 10000,
     retryDelayMs = 250,
     maxRetryDelayMs = 5000,
     random = Math.random,
   } = options ?? {};
-  if (!url) throw new TypeError(`createBroadcaster needs \`url\` (the roomcast server's base URL), or ${ENV.url.join(" or ")} in the environment`);
+  const { base, fetchImpl } = binding === undefined ? overTheNetwork(options ?? {}) : throughBinding(binding, options);
   if (!apiKey) throw new TypeError(`createBroadcaster needs \`apiKey\` (one of the server's BROADCAST_API_KEYS), or ${ENV.apiKey.join(" or ")} in the environment`);
-  if (typeof fetchImpl !== "function") throw new TypeError("no fetch implementation: pass `fetch`");
-  const base = String(url).replace(/\/+$/, "");
 
   /**
    * POSTs `body` to `path`, retrying network errors, 5xx and partial failures (207) with the same

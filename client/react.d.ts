@@ -2,7 +2,7 @@
 import type { ReactNode, ReactElement } from "react";
 import type {
   ClientEvent, ConnectedInfo, ConnectionState, DeliveryContext, DisconnectedInfo, Notification, PresenceUser,
-  RealtimeClient, RealtimeClientOptions, RealtimeError, RecoveryInfo, TokenReason, WebSocketLike,
+  RealtimeClient, RealtimeClientOptions, RealtimeError, RecoveryInfo, TokenReason, TypedContext, WebSocketLike,
 } from "./roomcast.js";
 
 export interface UseRealtimeOptions {
@@ -86,10 +86,54 @@ export interface UseRealtimeResult {
   client: RealtimeClient | null;
 }
 
+/** `connectionState` of `useRealtime()` under a provider: the connection over the provider's rooms. */
+export interface ConnectionStatus {
+  /** `error` if a room stopped, `connected` when all are, else the least advanced; `disconnected` with no rooms. */
+  status: ConnectionState;
+  /** Consecutive connection attempts of the room furthest from connected (0 when all are). */
+  reconnectAttempt: number;
+  /** The fatal error that stopped one of the rooms, or null. */
+  error: RealtimeError | null;
+  /** When one of the rooms last said `connected`, ms since the epoch; null before that. */
+  lastConnectedAt: number | null;
+}
+
+/** A `subscribe` handler: a notification (`ctx.kind` "notification") or a client event ("event"). */
+export type SubscribeHandler = (message: Notification | ClientEvent, ctx: TypedContext) => void | Promise<void>;
+
+/**
+ * What `useRealtime()` (no options) returns under a provider: the fields of `UseRealtimeResult`
+ * over the provider's rooms (`rooms`, then `user_{userId}`), with `connectionState` an object,
+ * plus `subscribe` and `emit`.
+ */
+export interface ProviderRealtimeResult extends Omit<UseRealtimeResult, "connectionState"> {
+  connectionState: ConnectionStatus;
+  /**
+   * Calls `handler` with each notification and client event of the provider's rooms whose type
+   * or event name matches (`chat.message`, `approval.*`, `*`), once each. Returns the function
+   * that removes it. The same function for the provider's whole life.
+   */
+  subscribe: (typeOrPattern: string, handler: SubscribeHandler) => () => void;
+  /**
+   * Sends a client event to the provider's first room (or `roomId`): false when it could not be
+   * sent (not connected, over the client's `clientEventRate` / `eventRates`, no room).
+   */
+  emit: (event: string, data?: Record<string, unknown>, options?: { roomId?: string }) => boolean;
+}
+
+/** Under a RealtimeProvider: its rooms, `subscribe`, `emit`. Throws outside one. */
+export function useRealtime(): ProviderRealtimeResult;
 export function useRealtime(options: UseRealtimeOptions): UseRealtimeResult;
 
 export interface RealtimeProviderProps {
   children?: ReactNode;
+  /**
+   * Room ids held for the whole tree (e.g. ["team_7"]), whatever hooks mount: what
+   * `useRealtime()` reports on, subscribes to and emits into (the first is `emit`'s default).
+   */
+  rooms?: string[];
+  /** Adds `user_{userId}` to the provider's rooms (after `rooms`). */
+  userId?: string | null;
   /** The server's base URL; default: the page's origin. Keep it stable (a string). */
   url?: string;
   /** A client token; a new value is used from the next connection on and restarts refused rooms. */
@@ -108,7 +152,8 @@ export interface RealtimeProviderProps {
 
 /**
  * One RealtimeClient (one socket per room) for every `useRealtime` below it: rooms are joined
- * when the first hook needs them and left when the last one unmounts.
+ * when the first hook needs them and left when the last one unmounts; `rooms` and
+ * `user_{userId}` are held while the provider is mounted.
  */
 export function RealtimeProvider(props: RealtimeProviderProps): ReactElement;
 

@@ -5,6 +5,8 @@
 //     userId: user.id, requestId, getToken: fetchRealtimeToken, url: "https://rt.example.com",
 //     keep: 50, onMessage: (n) => toast(n.type),
 //   });
+//   // or, under <RealtimeProvider userId={user.id} rooms={["team_7"]} …>:
+//   const { subscribe, emit, connectionState } = useRealtime();
 import {
   createContext, createElement, useCallback, useContext, useEffect, useLayoutEffect, useMemo, useRef, useState,
   useSyncExternalStore,
@@ -14,8 +16,13 @@ import { RealtimeClient, matchesType } from "./roomcast.js";
 // useLayoutEffect warns when rendered on a server; the refs it updates only matter in a browser.
 const useIsomorphicLayoutEffect = typeof document !== "undefined" ? useLayoutEffect : useEffect;
 
-/** null outside a provider; inside, `{hub}` (null until the provider's client exists). */
-const RealtimeContext = createContext(/** @type {{hub: RoomHub | null} | null} */ (null));
+/**
+ * null outside a provider; inside, `{hub}` (null until the provider's client exists), the
+ * provider's own `rooms` and its `subscribe`.
+ */
+const RealtimeContext = createContext(
+  /** @type {{hub: RoomHub | null, rooms: readonly string[], subscribe: (pattern: string, handler: Function) => () => void} | null} */ (null),
+);
 
 const EMPTY = Object.freeze([]);
 const EMPTY_MAP = Object.freeze(new Map());
@@ -114,9 +121,111 @@ function useHub(options, latest, active, filterInClient) {
 }
 
 /**
+ * Hands each notification of `rooms` that `accept` takes to `deliver`, once: also one the client
+ * dropped as a duplicate because it came first through a room outside `rooms` (another hook's, or
+ * one `rooms` did not have yet). `handed` remembers what was handed over.
+ * @param {RealtimeClient} client
+ * @param {readonly string[]} rooms
+ * @param {Set<string>} handed
+ * @param {(n: import("./roomcast.d.ts").Notification, ctx: {roomId: string}) => boolean} accept
+ * @param {(n: import("./roomcast.d.ts").Notification, ctx: {roomId: string}) => unknown} deliver
+ * @returns {() => void} stop
+ */
+function onceFromRooms(client, rooms, handed, accept, deliver) {
+  const mine = new Set(rooms);
+  const hand = (n, ctx) => {
+    if (!accept(n, ctx)) return undefined;
+    handed.delete(n.id);
+    handed.add(n.id);
+    if (handed.size > HANDED_SIZE) handed.delete(handed.values().next().value);
+    // Returned so that the auto-ack waits for an async handler.
+    return deliver(n, ctx);
+  };
+  const offs = [
+    client.on("notification", (n, ctx) => (mine.has(ctx.roomId) ? hand(n, ctx) : undefined)),
+    client.on("duplicate", (n, ctx) => {
+      if (mine.has(ctx.roomId) && !handed.has(n.id)) void hand(n, ctx);
+    }),
+  ];
+  return () => { for (const off of offs) off(); };
+}
+
+const acceptAll = () => true;
+
+/**
+ * The room ids a provider holds for its whole tree: `rooms`, then `user_{userId}`.
+ * @param {import("./react.d.ts").RealtimeProviderProps} props
+ */
+function providerRooms({ rooms = EMPTY, userId }) {
+  if (!Array.isArray(rooms) || rooms.some((r) => typeof r !== "string" || r === "")) {
+    throw new TypeError(`RealtimeProvider: rooms must be an array of room ids, got ${JSON.stringify(rooms)}`);
+  }
+  const out = [...rooms];
+  if (userId != null && userId !== "") out.push(`user_${userId}`);
+  return [...new Set(out)];
+}
+
+/**
+ * The provider's `subscribe(typeOrPattern, handler)`: the notifications and client events of
+ * `rooms` whose type or name matches, each once. It keeps its listeners while the client is
+ * replaced (or not created yet), so it is one function for the provider's whole life.
+ * @param {RoomHub | null} hub
+ * @param {readonly string[]} rooms
+ */
+function useSubscriptions(hub, rooms) {
+  const [subs] = useState(() => ({ list: new Set(), handed: new Set() }));
+  useEffect(() => {
+    if (!hub) return undefined;
+    const matching = (name) => [...subs.list].filter((s) => matchesType(s.pattern, name));
+    const stopNotes = onceFromRooms(hub.client, rooms, subs.handed, acceptAll, (n, ctx) => {
+      const handlers = matching(n.type);
+      if (handlers.length === 0) return undefined;
+      const typed = { ...ctx, kind: "notification" };
+      return Promise.all(handlers.map(async (s) => s.handler(n, typed)));
+    });
+    const mine = new Set(rooms);
+    const stopEvents = hub.client.on("event", (e, ctx) => {
+      if (!mine.has(ctx.roomId)) return;
+      const typed = { ...ctx, kind: "event" };
+      // One failing handler does not keep the event from the others; the first failure is
+      // thrown afterwards, so that the client reports it (an `error` event).
+      let failed = null;
+      for (const s of matching(e.event)) {
+        try {
+          s.handler(e, typed);
+        } catch (err) {
+          failed ??= { err };
+        }
+      }
+      if (failed) throw failed.err;
+    });
+    return () => {
+      stopNotes();
+      stopEvents();
+    };
+  }, [hub, rooms, subs]);
+  return useCallback(
+    /** @type {(pattern: string, handler: Function) => () => void} */
+    (pattern, handler) => {
+      if (typeof pattern !== "string" || pattern === "") {
+        throw new TypeError(`subscribe: the first argument is a notification type, event name or pattern ("note.*", "*"), got ${JSON.stringify(pattern)}`);
+      }
+      if (typeof handler !== "function") throw new TypeError("subscribe: the handler must be a function");
+      // Its own entry, so the same handler subscribed twice is removed once per unsubscribe.
+      const entry = { pattern, handler };
+      subs.list.add(entry);
+      return () => { subs.list.delete(entry); };
+    },
+    [subs],
+  );
+}
+
+/**
  * Shares one RealtimeClient (one socket per room) with every `useRealtime` below it. Its
  * `url`, `token` / `getToken`, `WebSocket`, `types`, `autoAck`, `maxReconnectAttempts`,
  * `messageFilter` and `clientOptions` are the client's; the hooks' own ones are then ignored.
+ * It holds `rooms` and `user_{userId}` for the whole tree: what `useRealtime()` (no options)
+ * reports, subscribes to and emits into.
  *
  * @param {import("./react.d.ts").RealtimeProviderProps} props
  */
@@ -130,7 +239,16 @@ export function RealtimeProvider(props) {
   useEffect(() => {
     if (hub && props.token && hub.client.state === "error") hub.client.connect();
   }, [hub, props.token]);
-  const value = useMemo(() => ({ hub }), [hub]);
+  // Keyed by value: a new array with the same rooms on every render keeps them.
+  const roomsKey = JSON.stringify(providerRooms(props));
+  const rooms = useMemo(() => Object.freeze(JSON.parse(roomsKey)), [roomsKey]);
+  useEffect(() => {
+    if (!hub) return undefined;
+    const releases = rooms.map((r) => hub.acquire(r));
+    return () => { for (const release of releases) release(); };
+  }, [hub, rooms]);
+  const subscribe = useSubscriptions(hub, rooms);
+  const value = useMemo(() => ({ hub, rooms, subscribe }), [hub, rooms, subscribe]);
   return createElement(RealtimeContext.Provider, { value }, props.children);
 }
 
@@ -165,6 +283,8 @@ function summarize(rooms, statuses) {
   };
 }
 
+const NO_OPTIONS = Object.freeze({});
+
 /**
  * Subscribes to `user_{userId}` and, when given, `request_{requestId}`.
  *
@@ -176,21 +296,30 @@ function summarize(rooms, statuses) {
  * the page subscribed is not missed), one seen before resumes from its last seq. Callbacks,
  * `messageFilter`, `token` and `getToken` may change on every render without reconnecting.
  *
- * @param {import("./react.d.ts").UseRealtimeOptions} options
- * @returns {import("./react.d.ts").UseRealtimeResult}
+ * Called with no options, under a provider, it reports on the provider's rooms and adds
+ * `subscribe`, `emit` and a `connectionState` object (see react.d.ts).
+ *
+ * @param {import("./react.d.ts").UseRealtimeOptions} [options]
+ * @returns {import("./react.d.ts").UseRealtimeResult | import("./react.d.ts").ProviderRealtimeResult}
  */
 export function useRealtime(options) {
-  const latest = useRef(options);
-  useIsomorphicLayoutEffect(() => {
-    latest.current = options;
-  });
-  const { userId, requestId, token, keep, enabled = true } = options;
   const shared = useContext(RealtimeContext);
+  const whole = options === undefined;
+  if (whole && !shared) {
+    throw new TypeError("useRealtime() with no options uses the rooms of a RealtimeProvider, and there is none above: wrap the tree in <RealtimeProvider userId={…} rooms={[…]}>, or call useRealtime({userId, …})");
+  }
+  const opts = whole ? NO_OPTIONS : options;
+  const latest = useRef(opts);
+  useIsomorphicLayoutEffect(() => {
+    latest.current = opts;
+  });
+  const { userId, requestId, token, keep, enabled = true } = opts;
   const userRoom = enabled && userId != null && userId !== "" ? `user_${userId}` : null;
   const requestRoom = userRoom && requestId != null && requestId !== "" ? `request_${requestId}` : null;
-  const own = useHub(options, latest, !shared && userRoom !== null, true);
+  const own = useHub(opts, latest, !shared && userRoom !== null, true);
   const hub = shared ? shared.hub : own;
-  const rooms = useMemo(() => /** @type {string[]} */ ([userRoom, requestRoom].filter(Boolean)), [userRoom, requestRoom]);
+  const ownRooms = useMemo(() => /** @type {string[]} */ ([userRoom, requestRoom].filter(Boolean)), [userRoom, requestRoom]);
+  const rooms = whole ? shared.rooms : ownRooms;
   const roomsRef = useRef(rooms);
   roomsRef.current = rooms;
 
@@ -230,27 +359,19 @@ export function useRealtime(options) {
     if (!hub) return undefined;
     const mine = new Set(rooms);
     const filterHere = Boolean(shared);
-    const deliver = (n, ctx) => {
+    const accept = (n, ctx) => {
       const f = latest.current.messageFilter;
-      if (filterHere && typeof f === "function" && !f(n, ctx)) return undefined;
-      const seen = handed.current;
-      seen.delete(n.id);
-      seen.add(n.id);
-      if (seen.size > HANDED_SIZE) seen.delete(seen.values().next().value);
+      return !(filterHere && typeof f === "function" && !f(n, ctx));
+    };
+    const deliver = (n, ctx) => {
       setLastMessage(n);
       const k = latest.current.keep;
       if (k > 0) setNotifications((prev) => [n, ...prev].slice(0, k));
-      // Returned so that the auto-ack waits for an async onMessage.
       return latest.current.onMessage?.(n, ctx);
     };
     const forMe = (info) => info?.roomId === undefined || mine.has(info.roomId);
     const offs = [
-      hub.client.on("notification", (n, ctx) => (mine.has(ctx.roomId) ? deliver(n, ctx) : undefined)),
-      // Dropped by the client because it came through another room first (another hook's, or
-      // before this hook had the room): this hook has not seen it yet.
-      hub.client.on("duplicate", (n, ctx) => {
-        if (mine.has(ctx.roomId) && !handed.current.has(n.id)) void deliver(n, ctx);
-      }),
+      onceFromRooms(hub.client, rooms, handed.current, accept, deliver),
       hub.client.on("connected", (info) => { if (forMe(info)) latest.current.onConnect?.(info); }),
       hub.client.on("disconnected", (info) => { if (forMe(info)) latest.current.onDisconnect?.(info); }),
       hub.client.on("recovery", (info) => { if (forMe(info)) latest.current.onRecovery?.(info); }),
@@ -279,6 +400,15 @@ export function useRealtime(options) {
   );
   const ack = useCallback((/** @type {string | string[]} */ ids) => hub?.client.ack(ids), [hub]);
   const reconnect = useCallback(() => { hub?.client.connect(); }, [hub]);
+  const emit = useCallback(
+    /** @type {(event: string, data?: Record<string, unknown>, options?: {roomId?: string}) => boolean} */
+    (event, data, opts) => {
+      const roomId = opts?.roomId ?? roomsRef.current[0];
+      const client = hub?.client;
+      return client && roomId ? client.emit(roomId, event, data) : false;
+    },
+    [hub],
+  );
 
   const summary = useMemo(() => summarize(hub ? rooms : EMPTY, statuses), [hub, rooms, statuses]);
   const connection = useMemo(
@@ -290,7 +420,13 @@ export function useRealtime(options) {
     [notifications, keep],
   );
 
-  return {
+  // The shape apps written for a provider-level hook read (status, reconnectAttempt, …).
+  const status = useMemo(
+    () => ({ status: summary.state, reconnectAttempt: summary.attempt, error: summary.error, lastConnectedAt: summary.lastConnectedAt }),
+    [summary],
+  );
+
+  const result = {
     lastMessage,
     notifications: list,
     isConnected: summary.state === "connected",
@@ -302,6 +438,7 @@ export function useRealtime(options) {
     reconnect,
     client: hub?.client ?? null,
   };
+  return whole ? { ...result, connectionState: status, subscribe: shared.subscribe, emit } : result;
 }
 
 /**

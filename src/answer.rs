@@ -188,6 +188,8 @@ pub struct Health {
     pub wasm_memory_bytes: Option<u64>,
     /// SQLite rows `(read, written)` since the room woke: what the platform bills.
     pub sql_rows: Option<(u64, u64)>,
+    /// Sockets held by each Durable Object serving the room: its coordinator, then each shard.
+    pub shards: Vec<usize>,
 }
 
 /// `GET /rooms/{roomId}/health` with an API key.
@@ -201,6 +203,8 @@ pub fn health(h: &Health) -> Answer {
         .num("lastSeq", h.last_seq)
         .num("publishes", h.last_seq)
         .num("deliveries", h.deliveries);
+    let shards: Vec<String> = h.shards.iter().map(usize::to_string).collect();
+    o = o.raw("shards", &format!("[{}]", shards.join(",")));
     o = match h.last_broadcast_at {
         Some(t) => o.str("lastBroadcastAt", &iso_from_ms(t)),
         None => o.raw("lastBroadcastAt", "null"),
@@ -359,8 +363,10 @@ mod tests {
             last_broadcast_at: None,
             wasm_memory_bytes: Some(1 << 20),
             sql_rows: Some((3, 2)),
+            shards: vec![2, 0],
         };
         let b = body(&health(&h));
+        assert_eq!(b["shards"], json!([2, 0]));
         assert_eq!(
             (b["publishes"].as_u64(), b["lastBroadcastAt"].is_null()),
             (Some(7), true)

@@ -44,6 +44,8 @@ pub struct Settings {
     pub client_event_rates: Vec<EventRate>,
     /// Connections silent this long are closed (4008); 0 turns it off.
     pub idle_timeout_seconds: u64,
+    /// Sockets one Durable Object holds for a room before the room spreads over more.
+    pub room_shard_size: u32,
     /// Development conveniences (the demo page's token minting and publish form). Never set in
     /// production: `DEV_MODE=true` in `.dev.vars` only.
     pub dev_mode: bool,
@@ -72,6 +74,7 @@ impl Default for Settings {
             client_event_rate: 20,
             client_event_rates: Vec::new(),
             idle_timeout_seconds: 300,
+            room_shard_size: 4000,
             dev_mode: false,
         }
     }
@@ -157,6 +160,7 @@ impl Settings {
                 setting: "CLIENT_EVENT_RATES",
                 reason,
             })?,
+            room_shard_size: number(&text, "ROOM_SHARD_SIZE", d.room_shard_size.into())? as u32,
             idle_timeout_seconds: match text("IDLE_TIMEOUT_SECONDS").as_deref() {
                 Some("0") => 0,
                 _ => number(&text, "IDLE_TIMEOUT_SECONDS", d.idle_timeout_seconds)?,

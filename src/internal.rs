@@ -67,6 +67,18 @@ pub enum Call {
     Health { room: RoomId },
     /// `GET /presence` after auth.
     Presence { room: RoomId, limit: u32 },
+    /// Coordinator → shard `shard`: accept this connection (its attachment, JSON).
+    ShardAccept {
+        room: RoomId,
+        shard: u32,
+        attachment: String,
+    },
+    /// Coordinator → shard: carry out the ops in the body ([`crate::shards::Op`]).
+    ShardOps { room: RoomId, shard: u32 },
+    /// Coordinator → shard: the attachments of every socket it holds.
+    ShardState { room: RoomId, shard: u32 },
+    /// Shard → coordinator: what its sockets did (the body, [`crate::shards::Relayed`]).
+    ShardRelay { room: RoomId, shard: u32 },
 }
 
 impl Call {
@@ -78,7 +90,22 @@ impl Call {
             | Call::Publish { room, .. }
             | Call::History { room, .. }
             | Call::Health { room }
-            | Call::Presence { room, .. } => room,
+            | Call::Presence { room, .. }
+            | Call::ShardAccept { room, .. }
+            | Call::ShardOps { room, .. }
+            | Call::ShardState { room, .. }
+            | Call::ShardRelay { room, .. } => room,
+        }
+    }
+
+    /// The name of the Durable Object this call is for: the room's (its coordinator), or one
+    /// of its shards'.
+    pub fn object_name(&self) -> String {
+        match self {
+            Call::ShardAccept { room, shard, .. }
+            | Call::ShardOps { room, shard }
+            | Call::ShardState { room, shard } => crate::shards::shard_name(room, *shard),
+            _ => self.room().as_str().to_owned(),
         }
     }
 
@@ -91,6 +118,10 @@ impl Call {
             Call::History { .. } => "history",
             Call::Health { .. } => "health",
             Call::Presence { .. } => "presence",
+            Call::ShardAccept { .. } => "shard-accept",
+            Call::ShardOps { .. } => "shard-ops",
+            Call::ShardState { .. } => "shard-state",
+            Call::ShardRelay { .. } => "shard-relay",
         };
         let mut u = String::with_capacity(256);
         u.push_str(BASE);
@@ -147,6 +178,15 @@ impl Call {
             }
             Call::Health { .. } => {}
             Call::Presence { limit, .. } => field("limit", &limit.to_string()),
+            Call::ShardAccept {
+                shard, attachment, ..
+            } => {
+                field("shard", &shard.to_string());
+                field("attachment", attachment);
+            }
+            Call::ShardOps { shard, .. }
+            | Call::ShardState { shard, .. }
+            | Call::ShardRelay { shard, .. } => field("shard", &shard.to_string()),
         }
         u
     }
@@ -203,6 +243,23 @@ impl Call {
             "presence" => Call::Presence {
                 room,
                 limit: get("limit")?.parse().ok()?,
+            },
+            "shard-accept" => Call::ShardAccept {
+                room,
+                shard: get("shard")?.parse().ok()?,
+                attachment: get("attachment")?.to_owned(),
+            },
+            "shard-ops" => Call::ShardOps {
+                room,
+                shard: get("shard")?.parse().ok()?,
+            },
+            "shard-state" => Call::ShardState {
+                room,
+                shard: get("shard")?.parse().ok()?,
+            },
+            "shard-relay" => Call::ShardRelay {
+                room,
+                shard: get("shard")?.parse().ok()?,
             },
             _ => return None,
         })
@@ -284,6 +341,23 @@ mod tests {
             Call::Presence {
                 room: room("r"),
                 limit: 20,
+            },
+            Call::ShardAccept {
+                room: room("big"),
+                shard: 3,
+                attachment: r#"{"id":"a","sub":"u &=#"}"#.into(),
+            },
+            Call::ShardOps {
+                room: room("big"),
+                shard: 1,
+            },
+            Call::ShardState {
+                room: room("big"),
+                shard: 2,
+            },
+            Call::ShardRelay {
+                room: room("big"),
+                shard: 2,
             },
         ];
         for call in calls {

@@ -19,6 +19,7 @@
 //! | Close codes and log events | [`codes`] |
 //! | When the room's alarm must run | [`alarm`] |
 //! | Idle connections (4008) | [`idle`] |
+//! | Large rooms: placement, the coordinator↔shard messages | [`shards`] |
 //! | HTTP answers and errors | [`answer`], [`error`] |
 //! | Settings | [`config`] |
 //!
@@ -44,6 +45,7 @@ pub mod protocol;
 pub mod query;
 pub mod room_id;
 pub mod routing;
+pub mod shards;
 pub mod time;
 
 #[cfg(target_arch = "wasm32")]

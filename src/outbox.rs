@@ -30,6 +30,11 @@ pub trait Sink: Clone {
     fn send(&self, frame: &Self::Frame) -> bool;
     /// One `batch` frame carrying `frames` in order.
     fn batch(frames: &[Rc<Self::Frame>]) -> Self::Frame;
+    /// Whether a send costs so little here that it is never queued (a socket on another
+    /// Durable Object: the send only adds to that object's next message).
+    fn immediate(&self) -> bool {
+        false
+    }
 }
 
 /// How a fan-out may be sent.
@@ -130,7 +135,8 @@ impl<S: Sink> Outbox<S> {
             } else {
                 None
             };
-            match (pace, queue_all, queued) {
+            let queue_this = queue_all && !t.socket.immediate();
+            match (pace, queue_this, queued) {
                 // Nothing waits for it: at once.
                 (_, false, None) => {
                     if !send_all(t.socket, t.batch, &frames) {

@@ -10,8 +10,9 @@ import pytest
 from helpers import ServedWorker, Recorder
 from roomcast import RealtimeClient
 
-# Every shared-worker test may rely on quick ack rounds (default: 5 s).
-SHARED_BINDINGS = {"ACK_RETRY_INTERVAL_MS": "300"}
+# Every shared-worker test may rely on quick ack rounds (default: 5 s), and on client events
+# named typing.* and cursor.move being allowed (default: none).
+SHARED_BINDINGS = {"ACK_RETRY_INTERVAL_MS": "300", "CLIENT_EVENT_TYPES": "typing.*,cursor.move"}
 
 
 @pytest.fixture(scope="session")

@@ -164,7 +164,7 @@ class Recorder:
     def __init__(self, client: RealtimeClient) -> None:
         self.events: dict[str, list[Any]] = {e: [] for e in self.EVENTS}
         for e in self.EVENTS:
-            client.on(e, self.events[e].append)  # type: ignore[call-overload]
+            client.on(e, self.events[e].append)
 
     def __getitem__(self, event: str) -> list[Any]:
         return self.events[event]
@@ -192,6 +192,7 @@ class TcpProxy:
         self.plan: list[str] = []
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._open: set[asyncio.WriteTransport] = set()
 
     async def __aenter__(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -209,6 +210,11 @@ class TcpProxy:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
+    def sever(self) -> None:
+        """Drops every connection open now without a close (as a network loss would)."""
+        for t in list(self._open):
+            t.abort()
+
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         action = self.plan.pop(0) if self.plan else "pass"
@@ -222,6 +228,7 @@ class TcpProxy:
         except OSError:
             writer.transport.abort()  # as if the server were not there
             return
+        self._open |= {writer.transport, up_writer.transport}
         try:
             if action == "lose":
                 forward = asyncio.ensure_future(_pipe(reader, up_writer))
@@ -231,6 +238,7 @@ class TcpProxy:
                 return
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
+            self._open -= {writer.transport, up_writer.transport}
             up_writer.transport.abort()
             writer.transport.abort()
 

@@ -9,6 +9,7 @@
 pub mod env;
 pub mod http;
 pub mod room;
+pub mod rooms;
 pub mod socket;
 pub mod storage;
 pub mod webcrypto;

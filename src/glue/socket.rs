@@ -7,7 +7,7 @@ use crate::connections::Attachment;
 use crate::outbox::Sink;
 use crate::protocol::server;
 use js_sys::{Function, JsString, Reflect};
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::ext::WebSocketExt;
@@ -49,19 +49,47 @@ impl Socket {
 /// `send` as that string. `WebSocket::send_with_str` copies the text out of wasm memory again
 /// for every socket, which a large room pays per socket (docs/architecture.md).
 pub struct Frame {
-    /// The text, kept for the `batch` frames it may join.
+    /// The text, kept for the `batch` frames it may join and for shards.
     source: String,
-    text: JsString,
+    /// Made on the first send to a socket here (a frame only for shards never crosses).
+    text: OnceCell<JsString>,
     /// `WebSocket.prototype.send`, taken from the first socket sent to.
     send: OnceCell<Option<Function>>,
+    /// Unique per frame made: a shard's message names a frame once for all its targets.
+    pub uid: u64,
+    /// The seq of a notification's first delivery (a shard delivers each once).
+    pub seq: Option<u64>,
+}
+
+thread_local! {
+    static NEXT_UID: Cell<u64> = const { Cell::new(0) };
+}
+
+impl Frame {
+    /// A notification's first delivery, at `seq`.
+    pub fn first_delivery(text: String, seq: u64) -> Frame {
+        Frame {
+            seq: Some(seq),
+            ..Frame::from(text)
+        }
+    }
+
+    pub fn text(&self) -> &str {
+        &self.source
+    }
 }
 
 impl From<String> for Frame {
     fn from(text: String) -> Frame {
         Frame {
-            text: JsString::from(text.as_str()),
+            text: OnceCell::new(),
             source: text,
             send: OnceCell::new(),
+            uid: NEXT_UID.with(|n| {
+                n.set(n.get() + 1);
+                n.get()
+            }),
+            seq: None,
         }
     }
 }
@@ -80,8 +108,11 @@ impl Sink for Socket {
                 .ok()
                 .and_then(|f| f.dyn_into::<Function>().ok())
         });
+        let text = frame
+            .text
+            .get_or_init(|| JsString::from(frame.source.as_str()));
         match send {
-            Some(send) => send.call1(ws, &frame.text).is_ok(),
+            Some(send) => send.call1(ws, text).is_ok(),
             None => false,
         }
     }

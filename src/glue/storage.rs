@@ -265,6 +265,20 @@ impl RoomLog {
         Ok(())
     }
 
+    /// How many shards the room has spread over (0: it never spread).
+    pub fn shard_count(&self) -> Result<u32> {
+        Ok(self.meta("shards")?.min(u64::from(u32::MAX)) as u32)
+    }
+
+    pub fn set_shard_count(&self, count: u32) -> Result<()> {
+        self.exec(
+            "INSERT INTO meta (key, value) VALUES ('shards', ?)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            &[n(count)],
+        )?;
+        Ok(())
+    }
+
     /// The highest seq ever assigned (0 for a new room): the largest row, or the floor kept
     /// for when every row has been deleted.
     pub fn last_seq(&self) -> Result<u64> {

@@ -20,15 +20,11 @@ use crate::routing::{HistoryQuery, PresenceQuery, Route, SubscribeQuery};
 use crate::{CLIENT_SCRIPT, DEMO_PAGE};
 use js_sys::Uint8Array;
 use serde_json::Value;
-use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Headers, Request, RequestInit, Response};
-use worker::{event, wasm_bindgen_futures, worker_sys, Context, Env, ObjectNamespace};
-
-/// Durable Object binding of `NotificationRoom` in `wrangler.toml`.
-const ROOMS_BINDING: &str = "ROOMS";
+use web_sys::{Headers, Request, Response};
+use worker::{event, wasm_bindgen_futures, Context, Env};
 
 /// Installs `console_error_panic_hook` in front of the hook workers-rs sets (which marks the
 /// instance for re-initialisation after a panic): the panic's message and stack reach the log,
@@ -193,46 +189,9 @@ async fn publish_body(inc: &Incoming) -> Result<(Value, Option<String>), ApiErro
     Ok((body, key))
 }
 
-thread_local! {
-    /// The rooms' namespace, looked up once per isolate (its `env` never changes).
-    static ROOMS: RefCell<Option<ObjectNamespace>> = const { RefCell::new(None) };
-}
-
 /// Sends a call to its room; resolves to the room's `Response`.
-///
-/// The stub comes from workers-rs; the request goes through its raw handle
-/// (`Stub::into_rpc`): workers-rs's `fetch_with_request` would first convert the request into
-/// its own type (method, URL, headers and `cf` read back out), only to hand the same object on.
 fn call_room(env: &Env, call: &Call, body: Option<&str>) -> Result<JsFuture, ApiError> {
-    let init = RequestInit::new();
-    if matches!(call, Call::Publish { .. }) {
-        init.set_method("POST");
-    }
-    match body {
-        Some(b) => init.set_body(&JsValue::from_str(b)),
-        None if matches!(call, Call::Subscribe { .. }) => {
-            let headers = Headers::new().map_err(internal)?;
-            headers.set("upgrade", "websocket").map_err(internal)?;
-            init.set_headers(&headers);
-        }
-        None => {}
-    }
-    let ns = match ROOMS.with(|r| r.borrow().clone()) {
-        Some(ns) => ns,
-        None => {
-            let ns = env.durable_object(ROOMS_BINDING).map_err(internal)?;
-            ROOMS.with(|r| *r.borrow_mut() = Some(ns.clone()));
-            ns
-        }
-    };
-    let stub: worker_sys::DurableObject = ns
-        .get_by_name(call.room().as_str())
-        .map_err(internal)?
-        .into_rpc();
-    let req = Request::new_with_str_and_init(&call.url(), &init).map_err(internal)?;
-    Ok(JsFuture::from(
-        stub.fetch_with_request(&req).map_err(internal)?,
-    ))
+    super::rooms::call(env, call, body).map_err(internal)
 }
 
 /// The room's answer to a call.

@@ -217,6 +217,38 @@ test("without url and apiKey it reads ROOMCAST_URL / ROOMCAST_API_KEY, else REAL
   }
 });
 
+test("binding: every request goes through its fetch (called as its method) to https://roomcast; wrong setups throw", async (t) => {
+  // Stands in for a service binding (tests/client/broadcaster-binding.test.mjs has the real one):
+  // a private field fails if fetch is called without its object.
+  class Binding {
+    #to = w.base;
+    urls = [];
+    fetch(url, init) {
+      this.urls.push(url);
+      return fetch(url.replace("https://roomcast", this.#to), init);
+    }
+  }
+  const binding = new Binding();
+  const saved = process.env.ROOMCAST_URL;
+  t.after(() => { if (saved === undefined) delete process.env.ROOMCAST_URL; else process.env.ROOMCAST_URL = saved; });
+  process.env.ROOMCAST_URL = "http://127.0.0.1:9"; // not used with a binding
+  const u = uid();
+  const { client, seen } = makeClient({ url: w.base, rooms: [`user_${u}`], token: tokenFor(u) });
+  t.after(() => client.close());
+  await waitForState(client, "connected");
+  const rc = createBroadcaster({ binding, apiKey: API_KEY });
+  await rc.broadcastSuccess(u, "bound.one");
+  await rc.publish(`user_${u}`, { type: "bound.two" });
+  await waitForCount(client, seen, 2);
+  assert.deepEqual(seen.map((m) => m.type), ["bound.one", "bound.two"]);
+  assert.deepEqual(binding.urls, ["https://roomcast/broadcast", `https://roomcast/rooms/user_${u}/broadcast`]);
+
+  assert.throws(() => createBroadcaster({ binding: {}, apiKey: API_KEY }), /`binding` must have a fetch\(url, init\) method/);
+  assert.throws(() => createBroadcaster({ binding: null, apiKey: API_KEY }), /`binding` must have a fetch/);
+  assert.throws(() => createBroadcaster({ binding, url: w.base, apiKey: API_KEY }), /`url` or `binding`, not both/);
+  assert.throws(() => createBroadcaster({ binding, fetch, apiKey: API_KEY }), /`fetch` or `binding`, not both/);
+});
+
 /** Clients for users, each on its user room; closed after the test. */
 async function usersOnline(t, subs, extra = {}) {
   const out = {};

@@ -330,3 +330,66 @@ test("in Chromium, a wrong token and a forbidden room each end in the fatal erro
   assert.deepEqual(errors.filter((e) => !/status of 40[13]|WebSocket/.test(e)), [], "no page errors");
   await p.close();
 });
+
+// An app built around a provider, in Chromium: tests/fixtures/react-provider-page/app.mjs
+// (RealtimeProvider with userId and rooms, a component calling useRealtime() with no options),
+// bundled with React by esbuild (installed with wrangler, as bench/ uses it) and served next to the
+// worker by the relay.
+async function providerPage(w) {
+  const { build } = await import("esbuild");
+  const bundle = await build({
+    entryPoints: [path.join(ROOT, "tests/fixtures/react-provider-page/app.mjs")],
+    bundle: true,
+    format: "esm",
+    write: false,
+    logLevel: "silent",
+    define: { "process.env.NODE_ENV": '"development"' },
+  });
+  const base = await relay(w, {
+    "/app.js": { body: bundle.outputFiles[0].text, type: "text/javascript; charset=utf-8" },
+    "/app.html": {
+      body: "<!doctype html><title>provider</title><link rel=\"icon\" href=\"data:,\"><div id=\"app\"></div><script type=\"module\" src=\"/app.js\"></script>",
+      type: "text/html; charset=utf-8",
+    },
+  });
+  const { p, errors } = await page();
+  await p.goto(`${base}/app.html`);
+  await p.waitForFunction(() => typeof window.startApp === "function", null, { timeout: 10000 });
+  return { p, errors };
+}
+
+test("in Chromium, useRealtime() under a provider: subscribe gets its rooms' notifications and events, emit reaches others", async () => {
+  const w = await startWorker({ bindings: { CLIENT_EVENT_TYPES: "typing.*" } });
+  workers.push(w);
+  const u = `pv${Date.now().toString(36)}`;
+  const team = `team_${u}`;
+  const { p, errors } = await providerPage(w);
+  await p.evaluate((props) => window.startApp(props), { userId: u, rooms: [team], token: tokenFor(u, { rooms: [team] }) });
+  await p.waitForSelector('#status[data-connected="true"]', { timeout: 10000 });
+  assert.equal(await p.textContent("#status"), "connected");
+  assert.equal(await p.textContent("#attempt"), "0");
+
+  // Notifications of both provider rooms, in order, each once.
+  await w.publish(`user_${u}`, { type: "approval.created" });
+  await w.publish(team, { type: "agent.run.started" });
+  await p.waitForFunction(() => document.querySelectorAll("#items li").length === 2, null, { timeout: 5000 });
+  assert.deepEqual(await p.$$eval("#items li", (lis) => lis.map((li) => li.textContent)),
+    [`notification:approval.created@user_${u}`, `notification:agent.run.started@${team}`]);
+
+  // Another user in the team room: the page's emit reaches them, theirs reaches the page.
+  const bob = await w.connect(team, { token: tokenFor("bob", { rooms: [team] }) });
+  await p.click("#emit");
+  assert.equal(await p.evaluate(() => window.__emitted), true);
+  const heard = await bob.until((f) => f.type === "event");
+  assert.deepEqual([heard.event, heard.userId, heard.data], ["typing.start", u, { field: "title" }]);
+  bob.send({ type: "emit", event: "typing.stop" });
+  await p.waitForFunction(() => document.querySelectorAll("#items li").length === 3, null, { timeout: 5000 });
+  assert.equal(await p.textContent("#items li:nth-child(3)"), `event:typing.stop:bob@${team}`);
+  // One socket per room: StrictMode's double mount left none behind.
+  for (const room of [team, `user_${u}`]) {
+    const h = await w.request("GET", `/rooms/${room}/health`, { headers: { authorization: `Bearer ${API_KEY}` } });
+    assert.equal(h.body.connections, room === team ? 2 : 1, room);
+  }
+  assert.deepEqual(errors, [], "no errors in the page");
+  await p.close();
+});

@@ -21,19 +21,26 @@ export const BASE_BINDINGS = { JWT_SECRET, BROADCAST_API_KEYS: API_KEY };
  * `persist` is a directory for Durable Object storage that outlives this runtime; `port` a fixed
  * loopback port (default: a free one), e.g. to restart a runtime where its clients expect it.
  * `onStdout`, when given, gets the runtime's stdout stream (the worker's JSON log lines).
+ * `workers` are further Miniflare worker options run next to roomcast in the same runtime (whose
+ * worker is named "roomcast", for their `serviceBindings`); reach them with `mf.getWorker(name)`.
  */
-export async function startWorker({ bindings = {}, persist, port = 0, onStdout } = {}) {
+export async function startWorker({ bindings = {}, persist, port = 0, onStdout, workers = [] } = {}) {
   const merged = { ...BASE_BINDINGS, ...bindings };
   for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
-  const mf = new Miniflare({
+  const roomcast = {
     modules: true,
     scriptPath: path.join(BUILD_DIR, "index.js"),
     modulesRoot: BUILD_DIR,
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
     compatibilityDate: COMPATIBILITY_DATE,
     durableObjects: { ROOMS: { className: "NotificationRoom", useSQLite: true } },
-    durableObjectsPersist: persist ?? false,
     bindings: merged,
+  };
+  const mf = new Miniflare({
+    // The first worker gets the runtime's HTTP port. Named only next to others: the name is part
+    // of where persisted Durable Object storage lives (tests/fixtures/upgrade has unnamed).
+    ...(workers.length ? { workers: [{ name: "roomcast", ...roomcast }, ...workers] } : roomcast),
+    durableObjectsPersist: persist ?? false,
     host: "127.0.0.1",
     port,
     // The worker logs one JSON line per event; in test output that is noise (a fan-out test

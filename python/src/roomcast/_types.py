@@ -24,6 +24,8 @@ class CloseCode:
     """Rate limit exceeded persistently: reconnect, but later."""
     INVALID_FRAMES = 4003
     """Invalid frames persistently: reconnecting would only repeat the mistake."""
+    IDLE = 4008
+    """Nothing received from the connection for IDLE_TIMEOUT_SECONDS: reconnect at once."""
     TOO_BIG = 1009
     """A frame larger than MAX_MESSAGE_BYTES."""
 
@@ -33,7 +35,9 @@ class RealtimeError(Exception):
 
     ``fatal`` errors stopped their room (``room_id``); the client does not reconnect it until
     ``connect()`` is called again. ``status`` is the HTTP status of a refused upgrade,
-    ``close_code`` the WebSocket close code that led to the error, where there was one.
+    ``close_code`` the WebSocket close code that led to the error, where there was one, and
+    ``server_code`` the server's own code for it (a refusal's ``{"error":{"code"}}`` or an
+    error frame's ``code``, e.g. ``origin_not_allowed``, ``event_not_allowed``).
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class RealtimeError(Exception):
         fatal: bool = False,
         status: int | None = None,
         close_code: int | None = None,
+        server_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -53,20 +58,23 @@ class RealtimeError(Exception):
         self.fatal = fatal
         self.status = status
         self.close_code = close_code
+        self.server_code = server_code
 
     def __repr__(self) -> str:
         return (
             f"RealtimeError(code={self.code!r}, room_id={self.room_id!r}, fatal={self.fatal}, "
-            f"status={self.status}, close_code={self.close_code}, message={self.message!r})"
+            f"status={self.status}, close_code={self.close_code}, server_code={self.server_code!r}, "
+            f"message={self.message!r})"
         )
 
 
 @dataclass(frozen=True)
 class Notification:
-    """One notification, as the server sent it, through the room ``room_id``."""
+    """One notification, as the server sent it, through the room ``room_id``. An ephemeral one
+    (``ephemeral=True``, a progress update) has no ``seq``: it is never stored, replayed or acked."""
 
     id: str
-    seq: int
+    seq: int | None
     type: str
     data: Mapping[str, Any]
     status: str
@@ -76,6 +84,7 @@ class Notification:
     room_id: str
     request_id: str | None = None
     error: str | None = None
+    ephemeral: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """The whole frame, for fields this class does not name."""
 
@@ -85,9 +94,10 @@ class Notification:
         request_id = frame.get("requestId")
         error = frame.get("error")
         attempt = frame.get("attempt")
+        seq = frame.get("seq")
         return cls(
             id=str(frame["id"]),
-            seq=int(frame["seq"]),
+            seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
             type=str(frame.get("type", "")),
             data=data if isinstance(data, dict) else {},
             status=str(frame.get("status", "success")),
@@ -97,6 +107,7 @@ class Notification:
             room_id=room_id,
             request_id=request_id if isinstance(request_id, str) else None,
             error=error if isinstance(error, str) else None,
+            ephemeral=frame.get("ephemeral") is True,
             raw=dict(frame),
         )
 
@@ -163,3 +174,93 @@ class Subscribed:
 class Acked:
     room_id: str
     ids: list[str]
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    """A client event another connection sent through the room ``room_id`` with ``emit``;
+    ``user_id`` is the sender's token ``sub``, set by the server."""
+
+    room_id: str
+    event: str
+    data: Mapping[str, Any]
+    user_id: str
+    timestamp: str
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any], room_id: str) -> ClientEvent:
+        data = frame.get("data")
+        return cls(
+            room_id=room_id,
+            event=str(frame["event"]),
+            data=data if isinstance(data, dict) else {},
+            user_id=str(frame.get("userId", "")),
+            timestamp=str(frame.get("timestamp", "")),
+            raw=dict(frame),
+        )
+
+
+@dataclass(frozen=True)
+class PresenceUser:
+    """One user online in a room: how many sockets they had when this client connected (1 for
+    a user who arrived later), their presence state, and since when they are online (None when
+    unknown)."""
+
+    user_id: str
+    connections: int
+    state: Mapping[str, Any]
+    since: str | None
+
+
+PresenceChangeKind = Literal["snapshot", "joined", "left", "updated", "cleared"]
+
+
+@dataclass(frozen=True)
+class PresenceChange:
+    """A presence-watching room's map of who is online changed (``users`` is the new map)."""
+
+    room_id: str
+    users: Mapping[str, PresenceUser]
+    count: int
+    change: PresenceChangeKind
+    user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PresenceJoined:
+    room_id: str
+    user_id: str
+    state: Mapping[str, Any]
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class PresenceLeft:
+    room_id: str
+    user_id: str
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class Synced:
+    """A ``sync()`` of a room finished: what was published after ``since`` has been handed to
+    the app. ``recovered=False``: the server no longer had all of it."""
+
+    room_id: str
+    since: int
+    last_seq: int | None
+    recovered: bool
+
+
+@dataclass(frozen=True)
+class RoomStatus:
+    """One room's connection. ``last_connected_at``: when it last said ``connected`` (seconds
+    since the epoch; None before that); ``error``: the fatal error while the room is stopped."""
+
+    room_id: str
+    state: ConnectionState
+    attempt: int
+    last_connected_at: float | None
+    last_seq: int | None
+    error: RealtimeError | None

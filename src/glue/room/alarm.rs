@@ -16,10 +16,8 @@ impl Room {
         // Tokens that expired while connected: close with 4001.
         let expired = self.sockets.conns.expired(now);
         for id in &expired {
-            if let Some(ws) = self.sockets.conns.get(id).map(|c| c.socket.clone()) {
-                let close = Close::TokenExpired;
-                self.sockets.close(&ws, close, close.reason());
-            }
+            let close = Close::TokenExpired;
+            self.sockets.close(id, close, close.reason());
         }
         let idle = self.sockets.reap_idle(now);
         let due = self.log.due(now)?;
@@ -39,7 +37,7 @@ impl Room {
             .num("rounds", rounds)
             .num("failed", plan.len() - rounds)
             .num("tokensExpired", expired.len())
-            .num("idleClosed", idle)
+            .num("idleClosed", idle.len())
             .opt_num("next", next.ms()));
         Ok(next)
     }

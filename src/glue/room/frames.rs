@@ -10,6 +10,7 @@ use crate::glue::socket::Socket;
 use crate::limits::{Admission, EventRules};
 use crate::outbox::Pace;
 use crate::protocol::{server, ClientFrame, InvalidFrame, TypeFilter};
+use crate::shards::{decode, Relayed};
 use crate::time;
 use worker::Result;
 
@@ -26,6 +27,37 @@ impl Room {
             return Ok(AlarmAt::NONE);
         };
         self.sockets.seen(&me.id, now);
+        self.frame_from(&me, text, len, now)
+    }
+
+    /// What a shard's sockets did, in order: frames, handled as if they came here; closes.
+    pub(super) fn relayed(&mut self, body: &str) -> Result<AlarmAt> {
+        let Some(items) = decode::<Relayed>(body) else {
+            return Err(worker::Error::RustError("shard-relay: bad body".into()));
+        };
+        let now = now_ms();
+        let mut alarm = AlarmAt::NONE;
+        for item in items {
+            match item {
+                Relayed::Frame { id, text, len } => {
+                    if let Some(me) = self.sockets.conns.conn_ref(&id) {
+                        alarm = alarm.earliest(self.frame_from(&me, text, len, now)?);
+                    }
+                }
+                Relayed::Closed { id, code, reason } => self.sockets.closed(&id, code, &reason),
+            }
+        }
+        Ok(alarm)
+    }
+
+    /// Handles one frame from connection `me` (a socket here, or one a shard relayed).
+    pub(super) fn frame_from(
+        &mut self,
+        me: &ConnRef,
+        text: Option<String>,
+        len: usize,
+        now: i64,
+    ) -> Result<AlarmAt> {
         let max = self.sockets.settings().max_message_bytes;
         match self.sockets.guard(&me.id, now).admit(len, max, now) {
             Admission::Accept => {}
@@ -40,7 +72,7 @@ impl Room {
                 return Ok(AlarmAt::NONE);
             }
             Admission::Close(close) => {
-                self.sockets.close(ws, close, close.reason());
+                self.sockets.close(&me.id, close, close.reason());
                 return Ok(AlarmAt::NONE);
             }
         }
@@ -54,7 +86,7 @@ impl Room {
             Ok(frame) => frame,
             Err(invalid) => {
                 self.sockets
-                    .refuse(ws, &me.id, FrameError::InvalidMessage, &invalid.0, now);
+                    .refuse(&me.id, FrameError::InvalidMessage, &invalid.0, now);
                 return Ok(AlarmAt::NONE);
             }
         };
@@ -66,16 +98,16 @@ impl Room {
                 self.sockets
                     .send(&me.id, server::pong(&time::iso_from_ms(now)));
             }
-            ClientFrame::Ack(ids) => self.ack(&me, &ids, now)?,
+            ClientFrame::Ack(ids) => self.ack(me, &ids, now)?,
             ClientFrame::Subscribe(patterns) => {
-                return self.refilter(&me, now, |f| f.add(patterns));
+                return self.refilter(me, now, |f| f.add(patterns));
             }
             ClientFrame::Unsubscribe(patterns) => {
-                return self.refilter(&me, now, |f| f.remove(&patterns));
+                return self.refilter(me, now, |f| f.remove(&patterns));
             }
-            ClientFrame::PresenceSet(state) => self.set_presence(ws, &me, &state, now),
-            ClientFrame::Emit { event, data } => self.emit(ws, &me, &event, &data, now),
-            ClientFrame::Sync { since } => return self.sync(&me, since, now),
+            ClientFrame::PresenceSet(state) => self.set_presence(me, &state, now),
+            ClientFrame::Emit { event, data } => self.emit(me, &event, &data, now),
+            ClientFrame::Sync { since } => return self.sync(me, since, now),
         }
         Ok(AlarmAt::NONE)
     }
@@ -97,14 +129,14 @@ impl Room {
 
     /// `presence.set`: the user's new state, on every one of its connections' attachments (it
     /// must survive any of them closing, and hibernation), and to every watcher.
-    fn set_presence(&mut self, ws: &Socket, me: &ConnRef, state: &str, now: i64) {
+    fn set_presence(&mut self, me: &ConnRef, state: &str, now: i64) {
         let max = self.sockets.settings().presence_state_bytes;
         let check = self
             .sockets
             .guard(&me.id, now)
             .presence_set(state.len(), max, now);
         if let Err((error, msg)) = check {
-            return self.sockets.refuse(ws, &me.id, error, msg, now);
+            return self.sockets.refuse(&me.id, error, msg, now);
         }
         let Some(updated) = self.sockets.presence.set(&me.sub, state, now) else {
             return;
@@ -115,7 +147,7 @@ impl Room {
 
     /// `emit`: a client event to the room's other connections whose filter matches it,
     /// stamped with the sender's `sub` (a client cannot speak for someone else).
-    fn emit(&mut self, ws: &Socket, me: &ConnRef, event: &str, data: &str, now: i64) {
+    fn emit(&mut self, me: &ConnRef, event: &str, data: &str, now: i64) {
         let check = {
             let s = self.sockets.settings();
             let rules = EventRules {
@@ -130,7 +162,7 @@ impl Room {
         if let Err((error, msg)) = check {
             // Named, so a client can stop sending just that event.
             let msg = format!("{msg}: {event:?}");
-            return self.sockets.refuse(ws, &me.id, error, &msg, now);
+            return self.sockets.refuse(&me.id, error, &msg, now);
         }
         let frame = server::event(event, data, &me.sub, &time::iso_from_ms(now));
         self.sockets.deliver(frame, Pace::Paced, |c| {

@@ -46,6 +46,15 @@ impl Log {
         })
     }
 
+    /// How many shards the room has spread over (0: it never spread).
+    pub fn shard_count(&self) -> Result<u32> {
+        self.store.shard_count().map_err(js_error)
+    }
+
+    pub fn set_shard_count(&self, n: u32) -> Result<()> {
+        self.store.set_shard_count(n).map_err(js_error)
+    }
+
     pub fn set_id(&mut self, id: &str) -> Result<()> {
         self.store.set_room_id(id).map_err(js_error)?;
         self.id = id.to_owned();

@@ -39,6 +39,7 @@ impl Room {
         }
         if let Some(k) = &envelope.key {
             if let Some(first) = self.log.duplicate(k)? {
+                self.repush(first.seq, &envelope.kind)?;
                 let outcome = Published::Duplicate {
                     id: first.id,
                     seq: first.seq,
@@ -63,7 +64,7 @@ impl Room {
         }
         let frame = render_frame(&payload, 1);
         self.sockets
-            .deliver(frame, Pace::Paced, |c| c.filter.matches(&envelope.kind));
+            .deliver_first(frame, seq, |c| c.filter.matches(&envelope.kind));
         self.log.prune(now)?;
         log(envelope
             .log(LogEvent::Publish.line().str("room", &self.log.id))
@@ -80,5 +81,22 @@ impl Room {
             count,
         };
         Ok((answer::published(outcome), retry_at))
+    }
+
+    /// A publish retried after its first attempt's answer was lost: it may be that the
+    /// coordinator failed before every shard had it. The shards get it again; each delivers a
+    /// seq once, so one that had it skips it.
+    fn repush(&mut self, seq: u64, kind: &str) -> Result<()> {
+        if self.shards == 0 {
+            return Ok(());
+        }
+        let (rows, _) = self.log.history(seq - 1, 1)?;
+        if let Some(entry) = rows.into_iter().find(|e| e.seq == seq) {
+            let frame = render_frame(&entry.payload, 1);
+            self.sockets.deliver_first(frame, seq, |c| {
+                c.socket.local().is_none() && c.filter.matches(kind)
+            });
+        }
+        Ok(())
     }
 }

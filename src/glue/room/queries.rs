@@ -36,6 +36,7 @@ impl Room {
             last_broadcast_at: counts.last_broadcast_at,
             wasm_memory_bytes: Some(js_sys::ArrayBuffer::from(memory.buffer()).byte_length() as u64),
             sql_rows: Some((rows.read, rows.written)),
+            shards: self.sockets.per_object(self.shards),
         };
         Ok(answer::health(&health))
     }

@@ -6,6 +6,7 @@ import {
 } from "../../../client/roomcast.js";
 import {
   useRealtime, RealtimeProvider, useRealtimeClient, usePresence, useEvent, type ConnectionInfo,
+  type ConnectionStatus,
 } from "../../../client/react.js";
 import { createBroadcaster, BroadcastError, ENV } from "../../../client/broadcaster.js";
 
@@ -175,6 +176,56 @@ function App() {
   return RealtimeProvider({ url: "https://rt.example.com", getToken: async () => "jwt", children: null });
 }
 void App;
+
+// A provider that holds rooms for the whole tree, and components that ask it with no options.
+function ProviderApp() {
+  // @ts-expect-error: rooms is an array of room ids
+  RealtimeProvider({ rooms: "team_7" });
+  return RealtimeProvider({ url: "https://rt.example.com", userId: "42", rooms: ["team_7"], token: "jwt", children: null });
+}
+void ProviderApp;
+
+function Board() {
+  const { subscribe, emit, isConnected, connectionState, lastMessage, error } = useRealtime();
+  const off: () => void = subscribe("approval.*", (m, ctx) => {
+    const kind: "notification" | "event" = ctx.kind;
+    const from: string = isClientEvent(m) ? m.userId : m.type;
+    void [kind, from, ctx.roomId];
+  });
+  off();
+  const sent: boolean = emit("typing.start", { field: "title" });
+  emit("cursor.move", { x: 1 }, { roomId: "user_42" });
+  const status: ConnectionStatus = connectionState;
+  const state: ConnectionState = connectionState.status;
+  const attempts: number = connectionState.reconnectAttempt;
+  const since: number | null = connectionState.lastConnectedAt;
+  const fatal: RealtimeError | null = connectionState.error;
+  void [sent, status, state, attempts, since, fatal, isConnected, lastMessage, error];
+  // @ts-expect-error: the object's state is `status`
+  void connectionState.state;
+  // @ts-expect-error: a handler is a function
+  subscribe("chat.message", "handler");
+  // With options, connectionState stays the string it always was.
+  const plain: ConnectionState = useRealtime({ userId: "42" }).connectionState;
+  void plain;
+  // @ts-expect-error: only the provider-level form has subscribe
+  void useRealtime({ userId: "42" }).subscribe;
+}
+void Board;
+
+/** A Worker's env with a service binding to roomcast (the shape of Cloudflare's Fetcher). */
+interface WorkerEnv {
+  ROOMCAST: { fetch(input: string | Request | URL, init?: RequestInit): Promise<Response> };
+  ROOMCAST_API_KEY: string;
+}
+
+async function fromAWorker(env: WorkerEnv) {
+  const rc = createBroadcaster({ binding: env.ROOMCAST, apiKey: env.ROOMCAST_API_KEY });
+  await rc.broadcastSuccess("42", "group.invitation.received", { groupId: "g1" }, { requiresAck: true });
+  // @ts-expect-error: a binding has a fetch method
+  createBroadcaster({ binding: {}, apiKey: "k" });
+}
+void fromAWorker;
 
 async function handler() {
   const rc = createBroadcaster({ url: "https://rt.example.com", apiKey: "k", retries: 3 });
