@@ -410,14 +410,14 @@ function makeCrowd(port, onNotification) {
     });
     c.sdk.on("notification", (n) => {
       c.presented.push({ id: n.id, seq: n.seq });
-      c.wire.push({ id: n.id, seq: n.seq, attempt: n.attempt });
+      c.wire.push({ id: n.id, seq: n.seq, attempt: n.attempt, at: performance.now() });
       if (c.acks && n.requiresAck && n.data?.ack) {
         setTimeout(() => c.sdk.ack(n.id), Math.floor(hashUnit(SEED, `${name}:${n.id}`) * 120));
       }
       onNotification(n);
     });
-    c.sdk.on("duplicate", (n) => { c.wire.push({ id: n.id, seq: n.seq, attempt: n.attempt, dup: true }); });
-    c.sdk.on("connected", () => { c.connects++; });
+    c.sdk.on("duplicate", (n) => { c.wire.push({ id: n.id, seq: n.seq, attempt: n.attempt, at: performance.now(), dup: true }); });
+    c.sdk.on("connected", (info) => { c.connects++; c.wire.push({ connected: info.connectionId, lastSeq: info.lastSeq, at: performance.now() }); });
     c.sdk.on("recovery", (r) => { if (!r.recovered) c.notRecovered++; });
     c.sdk.on("error", (e) => { if (e.details?.fatal || e.fatal) c.fatal.push(e.message); });
     return c;
@@ -525,7 +525,7 @@ test(`a room over ${CROWD / SHARD_SIZE} Durable Objects: SIGKILL during cross-sh
       clearTimeout(armTimer);
       clearTimeout(fallback);
       trigger = null;
-      kills.push({ cycle, plan, firedBy, k, at: rt.killedAt - cycleStart });
+      kills.push({ cycle, plan, firedBy, k, at: rt.killedAt - cycleStart, killedAt: rt.killedAt });
       await rt.kill();
       await Promise.all(loops);
       for (const c of clients) c.connects = 0;
@@ -564,8 +564,17 @@ test(`a room over ${CROWD / SHARD_SIZE} Durable Objects: SIGKILL during cross-sh
     for (const c of clients) {
       assert.deepEqual(c.fatal, [], `${c.name} gave up`);
       assert.equal(c.notRecovered, 0, `${c.name} was told recovered:false`);
-      assert.deepEqual(c.presented, stored.map((e) => ({ id: e.id, seq: e.seq })),
-        `${c.name} presents every notification exactly once, in seq order`);
+      const want = stored.map((e) => ({ id: e.id, seq: e.seq }));
+      const at = want.findIndex((e, i) => c.presented[i]?.id !== e.id);
+      // Where it went wrong: what reached the client around there, and the kills near it.
+      const close = (f) => at >= 0 && Math.abs(f.seq - want[at].seq) <= 3;
+      const first = c.wire.findIndex(close);
+      const last = c.wire.findLastIndex(close);
+      const around = first < 0 ? [] : c.wire.slice(first, last + 1).filter((f) => f.connected || close(f));
+      const near = around.length ? kills.filter((k) => k.killedAt > around[0].at - 1000 && k.killedAt < around.at(-1).at + 1000) : [];
+      assert.deepEqual(c.presented, want, `${c.name} presents every notification exactly once, in seq order; ` +
+        `first difference at seq ${want[at]?.seq}: ${JSON.stringify(around.slice(0, 30).map(({ at: t, ...f }) => ({ ...f, at: Math.round(t) })))}; ` +
+        `kills near it: ${JSON.stringify(near.map((k) => ({ cycle: k.cycle, plan: k.firedBy, at: Math.round(k.killedAt) })))}`);
       assert.deepEqual(c.wire.filter((f) => f.attempt > MAX_ATTEMPTS), [], `${c.name} got a send beyond ACK_MAX_ATTEMPTS`);
     }
     for (const e of stored.filter((e) => e.requiresAck)) {
