@@ -47,6 +47,11 @@ pub fn place(here: usize, shards: &[usize], size: usize) -> Place {
     }
 }
 
+/// Up to this many connections, a send names them (a greeting, a replay, a reply) and a shard
+/// finds each by its id; more, and it is for every socket of the shard when that is what they
+/// are.
+pub const FEW: usize = 16;
+
 /// Who a [`Op::Send`] is for on the shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum To {

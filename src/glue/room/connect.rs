@@ -192,7 +192,7 @@ impl Room {
         let room = self.room_id()?;
         let link = self.sockets.link(&room, p.shard);
         let peer = Peer::Remote {
-            id: p.attachment.id.clone(),
+            id: p.attachment.id.as_str().into(),
             link,
         };
         let (replayed, alarm) = self.greet(peer, &p.attachment, p.since, now)?;

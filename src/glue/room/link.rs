@@ -10,7 +10,7 @@ use crate::glue::rooms;
 use crate::glue::socket::Frame;
 use crate::internal::Call;
 use crate::room_id::RoomId;
-use crate::shards::{encode, Op, To};
+use crate::shards::{encode, Op, To, FEW};
 use futures_channel::oneshot;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -23,7 +23,7 @@ enum Pending {
         uid: u64,
         frame: String,
         seq: Option<u64>,
-        ids: Vec<String>,
+        ids: Vec<Rc<str>>,
         /// The link's epoch when it was gathered: "every socket of the shard" only if no
         /// connection came or went since.
         epoch: u64,
@@ -64,12 +64,12 @@ impl Link {
     }
 
     /// Adds a frame for connection `id`.
-    pub fn send(&self, id: &str, frame: &Frame) {
+    pub fn send(&self, id: &Rc<str>, frame: &Frame) {
         let mut s = self.state.borrow_mut();
         let epoch = s.epoch;
         if let Some(Pending::Send { uid, ids, .. }) = s.pending.last_mut() {
             if *uid == frame.uid {
-                ids.push(id.to_owned());
+                ids.push(Rc::clone(id));
                 return;
             }
         }
@@ -77,7 +77,7 @@ impl Link {
             uid: frame.uid,
             frame: frame.text().to_owned(),
             seq: frame.seq,
-            ids: vec![id.to_owned()],
+            ids: vec![Rc::clone(id)],
             epoch,
         });
     }
@@ -155,10 +155,10 @@ impl Link {
                             epoch: at,
                             ..
                         } => Op::Send {
-                            to: if at == epoch && ids.len() == count {
+                            to: if at == epoch && ids.len() == count && count > FEW {
                                 To::All
                             } else {
-                                To::Ids(ids)
+                                To::Ids(ids.iter().map(|i| i.to_string()).collect())
                             },
                             frame,
                             seq,

@@ -40,7 +40,7 @@ use peer::Peer;
 use shard::Relay;
 use sockets::Sockets;
 use std::cell::{RefCell, RefMut};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::{JsCast, JsValue};
@@ -79,9 +79,11 @@ struct Room {
     /// Connections on their way to each shard (index `k - 1`), and by user.
     placing: Vec<usize>,
     placing_users: HashMap<String, usize>,
-    /// A shard's line to its coordinator, and the last seq it delivered.
+    /// A shard's line to its coordinator, the last seq it delivered, and the sockets here its
+    /// coordinator has greeted (all of them after a wake).
     relay: Option<Rc<Relay>>,
     delivered: Option<u64>,
+    greeted: HashSet<String>,
 }
 
 impl Room {
@@ -321,7 +323,17 @@ impl NotificationRoom {
                 placing_users: HashMap::new(),
                 relay: None,
                 delivered: None,
+                greeted: HashSet::new(),
             });
+            let room = slot.as_mut().expect("just set");
+            if room.shard.is_some() {
+                room.greeted = room
+                    .sockets
+                    .conns
+                    .select(|_| true)
+                    .map(|c| c.id.clone())
+                    .collect();
+            }
         }
         Ok(RefMut::map(slot, |r| r.as_mut().expect("opened above")))
     }
@@ -380,7 +392,7 @@ impl NotificationRoom {
                 let link = room.sockets.link(&id, k);
                 for a in attachments {
                     let peer = Peer::Remote {
-                        id: a.id.clone(),
+                        id: a.id.as_str().into(),
                         link: Rc::clone(&link),
                     };
                     room.sockets.restore_one(&a, peer, now);

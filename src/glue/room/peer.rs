@@ -10,8 +10,8 @@ use std::rc::Rc;
 pub(in crate::glue::room) enum Peer {
     /// A socket of this Durable Object.
     Local(Socket),
-    /// Connection `id` on shard `link.shard`.
-    Remote { id: String, link: Rc<Link> },
+    /// Connection `id` on shard `link.shard` (shared: a fan-out names it without a copy).
+    Remote { id: Rc<str>, link: Rc<Link> },
 }
 
 impl Peer {

@@ -15,8 +15,9 @@ use crate::glue::socket::{Frame, Socket};
 use crate::internal::Call;
 use crate::outbox::Pace;
 use crate::room_id::RoomId;
-use crate::shards::{decode, encode, first_delivery, Op, Relayed, To};
+use crate::shards::{decode, encode, first_delivery, Op, Relayed, To, FEW};
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::{wasm_bindgen_futures, Env, Response, Result, State, WebSocketPair};
@@ -109,8 +110,9 @@ impl Room {
         ))
     }
 
-    /// Carries out the coordinator's ops, in order. Consecutive sends to the same connections
-    /// go out together (one `batch` to a socket that accepts them).
+    /// Carries out the coordinator's ops, in order. Consecutive sends to every socket go out
+    /// together (one `batch` to a socket that accepts them); a send to named connections goes
+    /// as it is (the coordinator made a replay one `batch` already).
     pub(super) fn shard_ops(&mut self, body: &str) -> Result<()> {
         let Some(ops) = decode::<Op>(body) else {
             return Err(worker::Error::RustError("shard-ops: bad body".into()));
@@ -124,7 +126,7 @@ impl Room {
                     continue;
                 }
                 match &mut group {
-                    Some((t, frames)) if *t == to => frames.push(Frame::from(frame)),
+                    Some((To::All, frames)) if to == To::All => frames.push(Frame::from(frame)),
                     _ => {
                         self.send_group(group.take());
                         group = Some((to, vec![Frame::from(frame)]));
@@ -139,6 +141,7 @@ impl Room {
                         ws.close(Close::Echo(code), &reason);
                     }
                     self.sockets.forget(&id);
+                    self.greeted.remove(&id);
                 }
                 Op::Save { id, attachment } => self.save_from_coordinator(&id, &attachment),
                 Op::Send { .. } => unreachable!("handled above"),
@@ -148,21 +151,33 @@ impl Room {
         Ok(())
     }
 
+    /// Sends a group of frames. "Every socket" means every socket the coordinator has greeted:
+    /// one accepted here whose `connected` has not come yet is not the room's until it does.
     fn send_group(&mut self, group: Option<(To, Vec<Frame>)>) {
         let Some((to, frames)) = group else {
             return;
         };
         match to {
-            To::All => self.sockets.fan_out(frames, Pace::Paced, |_| true),
-            To::Ids(ids) if ids.len() == 1 => self
-                .sockets
-                .fan_out(frames, Pace::Paced, |c| c.id == ids[0]),
-            To::Ids(ids) => {
-                let ids: std::collections::HashSet<String> = ids.into_iter().collect();
+            To::All => {
+                let greeted = &self.greeted;
                 self.sockets
-                    .fan_out(frames, Pace::Paced, |c| ids.contains(&c.id))
+                    .fan_out(frames, Pace::Paced, |c| greeted.contains(&c.id));
             }
-        };
+            // A few connections (a greeting, a replay, a reply): each found by its id.
+            To::Ids(ids) if ids.len() <= FEW => {
+                let texts: Vec<String> = frames.iter().map(|f| f.text().to_owned()).collect();
+                for id in ids {
+                    self.sockets.send_many(&id, texts.clone());
+                    self.greeted.insert(id);
+                }
+            }
+            To::Ids(ids) => {
+                self.greeted.extend(ids.iter().cloned());
+                let ids: HashSet<String> = ids.into_iter().collect();
+                self.sockets
+                    .fan_out(frames, Pace::Paced, |c| ids.contains(&c.id));
+            }
+        }
     }
 
     fn local_socket(&self, id: &str) -> Option<Socket> {
@@ -214,6 +229,7 @@ impl Room {
     /// A socket here closed (its client's close, echoed): the coordinator forgets it.
     pub(super) fn shard_closed(&mut self, ws: &Socket, close: Close, reason: &str) {
         if let Some(id) = self.sockets.close_socket(ws, close, reason) {
+            self.greeted.remove(&id);
             if let Some(relay) = self.relay() {
                 relay.push(Relayed::Closed {
                     id,

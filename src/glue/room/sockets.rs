@@ -268,7 +268,7 @@ impl Sockets {
             Some(Peer::Local(ws)) => ws.close(close, reason),
             Some(Peer::Remote { id, link }) => {
                 link.op(Op::Close {
-                    id,
+                    id: id.to_string(),
                     code: close.code(),
                     reason: reason.to_owned(),
                 });
@@ -329,7 +329,7 @@ impl Sockets {
         let target = Target {
             id,
             socket: &c.socket,
-            batch: c.batch && c.socket.local().is_some(),
+            batch: c.batch,
         };
         let frames = frames.into_iter().map(Frame::from).collect();
         let fan = self
@@ -361,8 +361,7 @@ impl Sockets {
                 .map(|c| Target {
                     id: &c.id,
                     socket: &c.socket,
-                    // A shard batches for its own sockets.
-                    batch: c.batch && c.socket.local().is_some(),
+                    batch: c.batch,
                 })
                 .collect();
             let count = targets.len() as u32;
@@ -402,7 +401,7 @@ impl Sockets {
             Peer::Local(ws) => ws.save(&a).map_err(js_error),
             Peer::Remote { id, link } => {
                 link.op(Op::Save {
-                    id: id.clone(),
+                    id: id.to_string(),
                     attachment: a.to_json(),
                 });
                 link.kick();
