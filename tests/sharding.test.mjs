@@ -2,8 +2,8 @@
 // room of a hundred sockets spreads over five Durable Objects and is still one room: keyed health
 // lists the sockets of each, every socket gets every notification once and in order, one ack
 // clears a notification on every shard, presence and client events span the shards, since, sync
-// and batch=1 replays work on a shard, the caps count across shards, and a restart on persisted
-// storage keeps all of it.
+// and batch=1 replays work on a shard, the caps count across shards, a restart on persisted
+// storage keeps all of it, and no room id a client or publisher can send reaches a shard.
 //
 // Sockets are opened one Durable Object's worth at a time (each batch in parallel, the next once it
 // is in): a room that grows this way fills its first Durable Object, then one shard after another,
@@ -115,7 +115,7 @@ async function extraFrames(clients) {
 /** Frames a socket was sent, with batches unpacked in order. */
 const unpack = (frames) => frames.flatMap((f) => (f.type === "batch" ? f.frames : [f]));
 
-test("keyed health: one entry for a room that never spread; 100 sockets with ROOM_SHARD_SIZE 20 are five of 20", async () => {
+test("keyed health: one entry for a room that never spread; 100 sockets with ROOM_SHARD_SIZE 20 are five of 20; no room id names a shard", async () => {
   const small = roomName("small");
   const few = await fill(w, small, 3, (i) => ({ sub: `s${i}` }));
   await assertShards(w, small, [3]);
@@ -142,6 +142,17 @@ test("keyed health: one entry for a room that never spread; 100 sockets with ROO
   // New sockets go wherever there is room, never over ROOM_SHARD_SIZE.
   clients.push(...(await fill(w, room, 10, (i) => ({ sub: `n${i}` }))));
   await assertSpread(w, room, 105, "after 10 more");
+
+  // No room id a client or publisher can send names a shard (`#` is not allowed in a room id;
+  // unencoded it is a URL fragment and never sent).
+  const shard = `${room}%231`;
+  assertError(await w.publish(shard, { type: "x.y" }), 400, "invalid_room_id", "publish to a shard");
+  assertError(await w.request("GET", `/rooms/${shard}/health`, { headers: KEY }), 400, "invalid_room_id", "health of a shard");
+  assertError(await w.history(shard), 400, "invalid_room_id", "history of a shard");
+  const refused = await refusedUpgrade(w, shard, { token: tokenFor("s1", { rooms: ["*"] }) });
+  assertError(refused, 400, "invalid_room_id", "subscribe to a shard");
+  await assertSpread(w, room, 105, "after the attempts");
+  assert.equal((await keyedHealth(w, room)).lastSeq, 0, "nothing was published");
   drop(w, clients);
 });
 
