@@ -565,3 +565,48 @@ test("a restart on persisted storage: 60 sockets over three Durable Objects resu
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("connect storms onto shards while publishes flow: each socket gets its own connected first, then since+1.. once each, in order", async () => {
+  const room = roomName("storm");
+  const first = await fill(w, room, SHARD, (i) => ({ sub: `s${i}` }));
+  let stop = false;
+  let lastSeq = 0;
+  const publishers = [0, 1].map(async (k) => {
+    for (let i = 0; !stop; i++) lastSeq = Math.max(lastSeq, (await publishOk(w, room, { type: "storm.x", data: { k, i } })).seq);
+  });
+  const storms = [];
+  try {
+    await eventually(() => lastSeq >= 5, { what: "publishes flowing" });
+    // Three bursts of a Durable Object's worth each, resuming a little behind; half with batch=1.
+    for (let round = 0; round < 3; round++) {
+      const since = lastSeq - 3;
+      const burst = await Promise.all(range(0, SHARD - 1).map((j) => w.connect(room, {
+        token: tok(`r${round}_${j}`, room),
+        query: { since: String(since), ...(j % 2 ? { batch: "1" } : {}) },
+      })));
+      storms.push(...burst.map((c) => ({ c, since })));
+      await eventually(() => lastSeq >= since + 10, { what: "more publishes" });
+    }
+  } finally {
+    stop = true;
+    await Promise.all(publishers);
+  }
+  await assertSpread(w, room, SHARD * 4);
+  const ids = new Set();
+  await Promise.all(storms.map(async ({ c, since }, i) => {
+    assert.equal(c.hello.type, "connected", `storm socket ${i}: its first frame is its connected: ${JSON.stringify(c.hello)}`);
+    assert.equal(c.hello.recovered, true);
+    ids.add(c.hello.connectionId);
+    const seqs = [];
+    while (seqs.length < lastSeq - since) {
+      for (const f of unpack([await c.next()])) {
+        assert.equal(typeof f.seq, "number", `storm socket ${i} (since ${since}) after ${seqs.at(-1)}: ${JSON.stringify(f)}`);
+        seqs.push(f.seq);
+      }
+    }
+    assert.deepEqual(seqs, range(since + 1, lastSeq), `storm socket ${i} (since ${since})`);
+    assert.deepEqual(await roundTrip(c), [], `storm socket ${i}: nothing more`);
+  }));
+  assert.equal(ids.size, storms.length, "every socket has its own connectionId");
+  drop(w, [...first, ...storms.map((s) => s.c)]);
+});
