@@ -5,8 +5,12 @@
 // pending notifications finish their rounds by the rules, and every client (the SDK, resuming
 // with since=) presents every notification exactly once.
 //
+// The second test does the same to one room spread over five Durable Objects (ROOM_SHARD_SIZE 5,
+// 25 sockets), aiming kills into a cross-shard fan-out (some sockets have the notification, others
+// on other shards not yet), acks and the placement of reconnecting sockets.
+//
 // Replay a run with ROOMCAST_CRASH_SEED=<the seed it printed>; ROOMCAST_CRASH_KILLS sets the
-// number of kill points (default 40). Timing still varies between runs; the seed fixes every
+// number of kill points (default 40), ROOMCAST_CRASH_SHARD_KILLS those of the sharded room (15). Timing still varies between runs; the seed fixes every
 // choice (what is published, where each kill is aimed, who acks and when).
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -87,9 +91,15 @@ function makeClients(port) {
   });
 }
 
-/** Checks one snapshot of every room's history on its own and against the previous one. */
-function checkSnapshot(snap, prev, publishes, when) {
-  for (const room of ROOMS) {
+/** Only alice acks, and only what asks for it; nobody acks in bob's room. */
+const aliceAcks = { mayAck: (room, n) => room !== BOB && n.data.ack === true && n.ackedBy === "alice", who: "only alice acks, and only what asks for it" };
+
+/**
+ * Checks one snapshot of every room's history on its own and against the previous one;
+ * `acks.mayAck(room, entry)` says whether an acked entry was acked by someone allowed to.
+ */
+function checkSnapshot(snap, prev, publishes, when, rooms = ROOMS, acks = aliceAcks) {
+  for (const room of rooms) {
     const { lastSeq, notifications: ns } = snap[room];
     assert.deepEqual(ns.map((n) => n.seq), Array.from({ length: lastSeq }, (_, i) => i + 1),
       `${when}: ${room} holds every seq 1..${lastSeq} once (no gap, no reuse)`);
@@ -100,8 +110,7 @@ function checkSnapshot(snap, prev, publishes, when) {
       if (!n.requiresAck) assert.equal(n.deliveryStatus, "sent", `${when}: ${room} seq ${n.seq}`);
       if (n.deliveryStatus === "failed") assert.equal(n.attempts, MAX_ATTEMPTS, `${when}: ${room} seq ${n.seq} failed early`);
       if (n.deliveryStatus === "acked") {
-        assert.ok(room !== BOB && n.data.ack === true && n.ackedBy === "alice",
-          `${when}: ${room} seq ${n.seq} acked by ${n.ackedBy}, but only alice acks, and only what asks for it`);
+        assert.ok(acks.mayAck(room, n), `${when}: ${room} seq ${n.seq} acked by ${n.ackedBy}, but ${acks.who}`);
       }
       const before = prev?.[room].notifications[n.seq - 1];
       if (before) {
@@ -126,14 +135,25 @@ function checkSnapshot(snap, prev, publishes, when) {
   }
 }
 
-async function snapshot(w) {
+async function snapshot(w, rooms = ROOMS) {
   const out = {};
-  for (const room of ROOMS) out[room] = await allHistory(w, room);
+  for (const room of rooms) out[room] = await allHistory(w, room);
   return out;
 }
 
 function publishOnce(w, p) {
   return w.publish(p.room, p.msg, p.key ? { "idempotency-key": p.key } : {});
+}
+
+/** Publishes `p` once, recording its answer (`final` when 200) or the network error a kill caused. */
+async function publishRecorded(w, p) {
+  try {
+    const res = await publishOnce(w, p);
+    p.answer = { status: res.status, body: res.body };
+    if (res.status === 200) p.final = res.body;
+  } catch (e) {
+    p.error = e.cause?.code ?? e.message;
+  }
 }
 
 test(`SIGKILL at ${KILLS} random points loses nothing and shows nothing twice (seed ${SEED})`, { timeout: 240_000 }, async (t) => {
@@ -201,15 +221,8 @@ test(`SIGKILL at ${KILLS} random points loses nothing and shows nothing twice (s
           publishes.push(p);
           inflight.add(p);
           fire("publish");
-          try {
-            const res = await publishOnce(rt.worker, p);
-            p.answer = { status: res.status, body: res.body };
-            if (res.status === 200) p.final = res.body;
-          } catch (e) {
-            p.error = e.cause?.code ?? e.message;
-          } finally {
-            inflight.delete(p);
-          }
+          await publishRecorded(rt.worker, p);
+          inflight.delete(p);
           await sleep(r.int(0, 20));
         }
       });
@@ -354,6 +367,233 @@ test(`SIGKILL at ${KILLS} random points loses nothing and shows nothing twice (s
       if (k.acks || k.acksLost) parts.push(`ack near ×${k.acks} (${k.acksStored} stored), rolled back ×${k.acksLost}`);
       if (k.rounds || k.roundsLost) parts.push(`round near ×${k.rounds}, rolled back ×${k.roundsLost}`);
       say(`kill ${String(k.cycle).padStart(2)} aimed ${(k.firedBy === k.plan ? k.plan : `${k.plan}→${k.firedBy}`).padEnd(7)} at +${k.at.toFixed(0).padStart(4)} ms: ${parts.join("; ") || "between operations"}; ${k.pendingAfter} pending after restart`);
+    }
+  } finally {
+    await Promise.all(clients.map((c) => c.sdk.close(500)));
+    await rt?.stop().catch(() => {});
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// ---- a large room: one room over several Durable Objects ----
+const SHARD_KILLS = Number(process.env.ROOMCAST_CRASH_SHARD_KILLS ?? 15);
+const SHARD_SIZE = 5;
+const CROWD = 25;
+const CROWD_ROOM = "team_crowd";
+/** The two ackers are the first and the last client to connect (first on the coordinator, last likely on the last shard). */
+const CROWD_ACKERS = ["c0", `c${CROWD - 1}`];
+const crowdAcks = {
+  mayAck: (_room, n) => n.data.ack === true && CROWD_ACKERS.includes(n.ackedBy),
+  who: `only ${CROWD_ACKERS.join(" and ")} ack, and only what asks for it`,
+};
+// fanout: after the k-th socket got a notification of this cycle (the others, some on other
+// shards, still waiting for theirs); placement: while the clients reconnect after the last
+// restart, after the k-th is placed.
+const SHARD_PLANS = ["fanout", "fanout", "fanout", "publish", "ack", "placement", "time"];
+
+/** SDK clients of one room, each with its own sub; the ackers ack what asks for it. */
+function makeCrowd(port, onNotification) {
+  return Array.from({ length: CROWD }, (_, i) => {
+    const name = `c${i}`;
+    const c = { name, acks: CROWD_ACKERS.includes(name), presented: [], wire: [], notRecovered: 0, fatal: [], connects: 0 };
+    c.sdk = new RealtimeClient({
+      url: `http://127.0.0.1:${port}`,
+      rooms: [CROWD_ROOM],
+      token: tokenFor(name, { rooms: [CROWD_ROOM] }),
+      WebSocket,
+      since: { [CROWD_ROOM]: 0 },
+      autoAck: false,
+      initialDelayMs: 20,
+      maxDelayMs: 200,
+      ackDelayMs: 5,
+      dedupeSize: 1_000_000,
+    });
+    c.sdk.on("notification", (n) => {
+      c.presented.push({ id: n.id, seq: n.seq });
+      c.wire.push({ id: n.id, seq: n.seq, attempt: n.attempt, at: performance.now() });
+      if (c.acks && n.requiresAck && n.data?.ack) {
+        setTimeout(() => c.sdk.ack(n.id), Math.floor(hashUnit(SEED, `${name}:${n.id}`) * 120));
+      }
+      onNotification(n);
+    });
+    c.sdk.on("duplicate", (n) => { c.wire.push({ id: n.id, seq: n.seq, attempt: n.attempt, at: performance.now(), dup: true }); });
+    c.sdk.on("connected", (info) => { c.connects++; c.wire.push({ connected: info.connectionId, lastSeq: info.lastSeq, at: performance.now() }); });
+    c.sdk.on("recovery", (r) => { if (!r.recovered) c.notRecovered++; });
+    c.sdk.on("error", (e) => { if (e.details?.fatal || e.fatal) c.fatal.push(e.message); });
+    return c;
+  });
+}
+
+/** Keyed health of the crowd room until every client's socket is counted; asserts the spread. */
+async function crowdSpread(w, when) {
+  let h;
+  await until(async () => {
+    h = (await retryNetwork(() => w.request("GET", `/rooms/${CROWD_ROOM}/health`, { headers: { authorization: `Bearer ${API_KEY}` } }))).body;
+    return h.connections === CROWD;
+  }, () => `${when}: health counting all ${CROWD} sockets: ${JSON.stringify(h)}`);
+  assert.ok(Array.isArray(h.shards), `${when}: ${JSON.stringify(h)}`);
+  assert.equal(h.shards.reduce((a, b) => a + b, 0), CROWD, `${when}: shards sum to connections: ${JSON.stringify(h.shards)}`);
+  assert.ok(h.shards.every((n) => n <= SHARD_SIZE), `${when}: no Durable Object over ROOM_SHARD_SIZE: ${JSON.stringify(h.shards)}`);
+  assert.ok(h.shards.filter((n) => n > 0).length >= CROWD / SHARD_SIZE, `${when}: ${JSON.stringify(h.shards)}`);
+  return h;
+}
+
+test(`a room over ${CROWD / SHARD_SIZE} Durable Objects: SIGKILL during cross-shard fan-out, acks and placement loses nothing answered 200 (seed ${SEED})`, { timeout: 180_000 }, async (t) => {
+  const say = (line) => { t.diagnostic(line); };
+  say(`crash seed ${SEED} (replay: ROOMCAST_CRASH_SEED=${SEED}), ${SHARD_KILLS} kill points, ROOM_SHARD_SIZE ${SHARD_SIZE}, ${CROWD} sockets`);
+  const dir = await mkdtemp(path.join(tmpdir(), "roomcast-crash-shards-"));
+  const bindings = { ...BINDINGS, ROOM_SHARD_SIZE: String(SHARD_SIZE) };
+  const publishes = [];
+  const kills = [];
+  const cycleOf = new Map(); // nonce -> the cycle that published it
+  const seen = new Map(); // nonce -> clients that presented it
+  let rt;
+  let clients = [];
+  let trigger = null;
+  let firedBy = null;
+  const kill = (why) => {
+    if (rt.killedAt !== undefined) return;
+    firedBy = why;
+    rt.killNow();
+  };
+  const fire = (plan, reached = true) => {
+    if (trigger?.plan !== plan || !reached) return;
+    const { delay } = trigger;
+    trigger = null;
+    if (delay === 0) kill(plan);
+    else setTimeout(() => kill(plan), delay);
+  };
+  let cycle = 0;
+  const onNotification = (n) => {
+    const nonce = n.data?.nonce;
+    if (cycleOf.get(nonce) !== cycle) return;
+    const count = (seen.get(nonce) ?? 0) + 1;
+    seen.set(nonce, count);
+    fire("fanout", count === trigger?.k);
+  };
+  const start = (port) => Runtime.start({ bindings, persist: dir, port });
+  // The first cycle has no reconnect storm to aim at.
+  const plans = Array.from({ length: SHARD_KILLS + 1 }, (_, i) =>
+    prng(deriveSeed(SEED, `shard-kill-${i}`)).pick(i <= 1 ? SHARD_PLANS.filter((p) => p !== "placement") : SHARD_PLANS));
+  const allConnected = () => until(() => clients.every((c) => c.sdk.state === "connected"),
+    () => `every client connected: ${clients.filter((c) => c.sdk.state !== "connected").map((c) => `${c.name} ${c.sdk.state}`).join(", ")}`);
+  try {
+    rt = await start(0);
+    const port = rt.port;
+    clients = makeCrowd(port, onNotification);
+    for (const c of clients) {
+      c.sdk.on("ack", () => fire("ack"));
+      c.sdk.on("connected", () => fire("placement", clients.reduce((s, x) => s + x.connects, 0) >= trigger?.k));
+    }
+    await allConnected();
+    await crowdSpread(rt.worker, "at the start");
+    let prev;
+    let n = 0;
+    const t0 = performance.now();
+
+    for (cycle = 1; cycle <= SHARD_KILLS; cycle++) {
+      const cycleStart = performance.now();
+      const rng = prng(deriveSeed(SEED, `shard-cycle-${cycle}`));
+      const plan = plans[cycle];
+      const delay = plan === "time" ? rng.int(0, 600) : rng.pick([0, 0, 1, 2, 3]);
+      const k = rng.int(1, CROWD - 1);
+      const loops = [0, 1].map(async (j) => {
+        const r = prng(deriveSeed(SEED, `shard-publisher-${cycle}-${j}`));
+        while (rt.killedAt === undefined) {
+          const requiresAck = r.chance(0.4);
+          const p = { n: ++n, cycle, room: CROWD_ROOM, key: r.chance(0.75) ? `s-${SEED}-${n}` : null, nonce: `s${n}` };
+          p.msg = { type: requiresAck ? "task.done" : "task.progress", data: { nonce: p.nonce, ack: requiresAck && r.chance(0.6) }, requiresAck };
+          cycleOf.set(p.nonce, cycle);
+          publishes.push(p);
+          fire("publish");
+          await publishRecorded(rt.worker, p);
+          await sleep(r.int(0, 20));
+        }
+      });
+      // A placement kill is aimed at the reconnect storm that is going on now; the others arm a
+      // little into the cycle, once publishes are flowing.
+      const armAfter = plan === "placement" ? 0 : rng.int(30, 300);
+      const armTimer = setTimeout(() => {
+        if (plan === "time") setTimeout(() => kill("time"), delay);
+        else {
+          trigger = { plan, delay, k };
+          if (plan === "placement") fire("placement", clients.reduce((s, x) => s + x.connects, 0) >= k);
+        }
+      }, armAfter);
+      const fallback = setTimeout(() => kill("fallback"), armAfter + 1500);
+      await until(() => rt.killedAt !== undefined, "the kill", { ms: 5000, everyMs: 5 });
+      clearTimeout(armTimer);
+      clearTimeout(fallback);
+      trigger = null;
+      kills.push({ cycle, plan, firedBy, k, at: rt.killedAt - cycleStart, killedAt: rt.killedAt });
+      await rt.kill();
+      await Promise.all(loops);
+      for (const c of clients) c.connects = 0;
+      rt = await start(port);
+
+      for (const p of publishes.filter((p) => p.cycle === cycle && !p.final && p.key)) {
+        const res = await retryNetwork(() => publishOnce(rt.worker, p));
+        assert.equal(res.status, 200, `retry of publish #${p.n}: ${JSON.stringify(res.body)}`);
+        p.final = res.body;
+      }
+      const answered = publishes.filter((p) => p.key && p.answer?.status === 200);
+      for (let i = 0; i < 2 && answered.length; i++) {
+        const p = rng.pick(answered);
+        const res = await retryNetwork(() => publishOnce(rt.worker, p));
+        assert.deepEqual(res.body, { ...p.answer.body, duplicate: true }, `publish #${p.n} retried after a crash`);
+      }
+      const snap = await snapshot(rt.worker, [CROWD_ROOM]);
+      checkSnapshot(snap, prev, publishes, `after kill ${cycle}`, [CROWD_ROOM], crowdAcks);
+      prev = snap;
+      // The next kill may be aimed at this reconnect storm.
+      if (plans[cycle + 1] !== "placement" || cycle === SHARD_KILLS) {
+        await allConnected();
+        await crowdSpread(rt.worker, `after kill ${cycle}`);
+      }
+    }
+
+    await until(async () => {
+      const h = await retryNetwork(() => rt.worker.request("GET", `/rooms/${CROWD_ROOM}/health`, { headers: { authorization: `Bearer ${API_KEY}` } }));
+      return h.body.pendingAcks === 0;
+    }, "every pending notification acked or failed", { ms: 20000, everyMs: 100 });
+    const end = await snapshot(rt.worker, [CROWD_ROOM]);
+    checkSnapshot(end, prev, publishes, "at the end", [CROWD_ROOM], crowdAcks);
+    const stored = end[CROWD_ROOM].notifications;
+    await until(() => clients.every((c) => c.presented.length >= stored.length),
+      () => `every client presenting the whole history: ${clients.map((c) => `${c.name} ${c.presented.length}/${stored.length}`).join(", ")}`);
+    for (const c of clients) {
+      assert.deepEqual(c.fatal, [], `${c.name} gave up`);
+      assert.equal(c.notRecovered, 0, `${c.name} was told recovered:false`);
+      const want = stored.map((e) => ({ id: e.id, seq: e.seq }));
+      const at = want.findIndex((e, i) => c.presented[i]?.id !== e.id);
+      // Where it went wrong: what reached the client around there, and the kills near it.
+      const close = (f) => at >= 0 && Math.abs(f.seq - want[at].seq) <= 3;
+      const first = c.wire.findIndex(close);
+      const last = c.wire.findLastIndex(close);
+      const around = first < 0 ? [] : c.wire.slice(first, last + 1).filter((f) => f.connected || close(f));
+      const near = around.length ? kills.filter((k) => k.killedAt > around[0].at - 1000 && k.killedAt < around.at(-1).at + 1000) : [];
+      assert.deepEqual(c.presented, want, `${c.name} presents every notification exactly once, in seq order; ` +
+        `first difference at seq ${want[at]?.seq}: ${JSON.stringify(around.slice(0, 30).map(({ at: t, ...f }) => ({ ...f, at: Math.round(t) })))}; ` +
+        `kills near it: ${JSON.stringify(near.map((k) => ({ cycle: k.cycle, plan: k.firedBy, at: Math.round(k.killedAt) })))}`);
+      assert.deepEqual(c.wire.filter((f) => f.attempt > MAX_ATTEMPTS), [], `${c.name} got a send beyond ACK_MAX_ATTEMPTS`);
+    }
+    for (const e of stored.filter((e) => e.requiresAck)) {
+      assert.ok(["acked", "failed"].includes(e.deliveryStatus), `seq ${e.seq} ended ${e.deliveryStatus}`);
+    }
+    // A new publish reaches every socket on every shard once more.
+    const last = await retryNetwork(() => rt.worker.publish(CROWD_ROOM, { type: "task.progress", data: { nonce: "final" } }));
+    assert.equal(last.status, 200, JSON.stringify(last.body));
+    assert.equal(last.body.broadcastCount, CROWD);
+    await until(() => clients.every((c) => c.presented.at(-1)?.seq === last.body.seq), "the last publish everywhere");
+
+    const ok = publishes.filter((p) => p.answer?.status === 200).length;
+    const wireDups = clients.reduce((s, c) => s + c.wire.filter((f) => f.dup).length, 0);
+    say(`${kills.length} kills in ${((performance.now() - t0) / 1000).toFixed(1)} s; ${publishes.length} publishes (${ok} answered 200), ` +
+      `${stored.length} stored; acked ${stored.filter((e) => e.deliveryStatus === "acked").length}, failed ${stored.filter((e) => e.deliveryStatus === "failed").length}; ` +
+      `${wireDups} copies (redeliveries, overlapping replays) the clients dropped as already seen`);
+    for (const k of kills) {
+      const after = { fanout: ` after ${k.k} of ${CROWD} sockets had it`, placement: ` after ${k.k} reconnects` }[k.firedBy] ?? "";
+      say(`kill ${String(k.cycle).padStart(2)} aimed ${(k.firedBy === k.plan ? k.plan : `${k.plan}→${k.firedBy}`).padEnd(9)} at +${k.at.toFixed(0).padStart(4)} ms${after}`);
     }
   } finally {
     await Promise.all(clients.map((c) => c.sdk.close(500)));
