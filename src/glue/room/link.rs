@@ -93,6 +93,11 @@ impl Link {
         s.epoch += 1;
     }
 
+    /// Connections the coordinator keeps on this shard.
+    pub fn count(&self) -> usize {
+        self.state.borrow().count
+    }
+
     /// Whether a message failed since the last time this was asked.
     pub fn take_broken(&self) -> bool {
         std::mem::take(&mut self.state.borrow_mut().broken)

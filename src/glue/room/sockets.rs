@@ -460,14 +460,16 @@ impl Sockets {
         }
     }
 
-    /// Sockets per Durable Object serving the room: this one first, then each shard's.
+    /// Sockets per Durable Object serving the room: this one first, then each shard's (kept
+    /// by the lines to them: no pass over the connections, which a connect would pay).
     pub fn per_object(&self, shards: u32) -> Vec<usize> {
         let mut counts = vec![0usize; shards as usize + 1];
-        for c in self.conns.select(|_| true) {
-            if let Some(n) = counts.get_mut(c.socket.shard() as usize) {
-                *n += 1;
+        for (k, link) in &self.links {
+            if let Some(n) = counts.get_mut(*k as usize) {
+                *n = link.count();
             }
         }
+        counts[0] = self.conns.len() - counts[1..].iter().sum::<usize>();
         counts
     }
 }
