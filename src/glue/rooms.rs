@@ -7,9 +7,10 @@
 
 use crate::internal::Call;
 use std::cell::RefCell;
+use wasm_bindgen::JsCast;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Headers, Request, RequestInit};
+use web_sys::{Headers, Request, RequestInit, Response};
 use worker::{wasm_bindgen_futures, worker_sys, Env, ObjectNamespace};
 
 /// The binding of the rooms' Durable Object namespace (wrangler.toml).
@@ -18,6 +19,25 @@ const ROOMS_BINDING: &str = "ROOMS";
 thread_local! {
     /// The rooms' namespace, looked up once per isolate (its `env` never changes).
     static ROOMS: RefCell<Option<ObjectNamespace>> = const { RefCell::new(None) };
+}
+
+/// Sends a call and awaits its answer: the `Response` when its status is 2xx or 101, else an
+/// error naming the status.
+pub async fn answered(env: &Env, c: &Call, body: Option<&str>) -> Result<Response, JsValue> {
+    let r: Response = call(env, c, body)?.await?.dyn_into()?;
+    if r.ok() || r.status() == 101 {
+        Ok(r)
+    } else {
+        Err(JsValue::from_str(&format!("answered {}", r.status())))
+    }
+}
+
+/// The text of a call's answer.
+pub async fn text(env: &Env, c: &Call) -> Result<String, JsValue> {
+    let r = answered(env, c, None).await?;
+    let t = wasm_bindgen_futures::JsFuture::from(r.text()?).await?;
+    t.as_string()
+        .ok_or_else(|| JsValue::from_str("an answer that is not text"))
 }
 
 /// Sends a call to the Durable Object it is for; resolves to its `Response`.

@@ -178,17 +178,8 @@ impl Link {
                 room: self.room.clone(),
                 shard: self.shard,
             };
-            let ok = match rooms::call(&self.env, &call, Some(&body)) {
-                Ok(f) => match f.await {
-                    Ok(r) => web_sys::Response::from(r).ok(),
-                    Err(e) => {
-                        log(LogEvent::InternalError
-                            .line()
-                            .str("error", &describe(&e))
-                            .str("in", "shard-ops"));
-                        false
-                    }
-                },
+            let ok = match rooms::answered(&self.env, &call, Some(&body)).await {
+                Ok(_) => true,
                 Err(e) => {
                     log(LogEvent::InternalError
                         .line()

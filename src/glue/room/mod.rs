@@ -43,7 +43,7 @@ use std::cell::{RefCell, RefMut};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsValue;
 use worker::{
     durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket,
     WebSocketIncomingMessage,
@@ -367,24 +367,9 @@ impl NotificationRoom {
                     room: id.clone(),
                     shard: k,
                 };
-                let body = match rooms::call(&self.env, &call, None) {
-                    Ok(f) => match f.await {
-                        Ok(r) => match r.dyn_into::<web_sys::Response>() {
-                            Ok(r) => match r.text() {
-                                Ok(p) => wasm_bindgen_futures::JsFuture::from(p)
-                                    .await
-                                    .ok()
-                                    .and_then(|t| t.as_string()),
-                                Err(_) => None,
-                            },
-                            Err(_) => None,
-                        },
-                        Err(_) => None,
-                    },
-                    Err(_) => None,
-                };
                 // A shard that does not answer lost its sockets: none to keep.
-                found.push((k, shard::parse_state(body.as_deref().unwrap_or("[]"))));
+                let body = rooms::text(&self.env, &call).await.unwrap_or_default();
+                found.push((k, shard::parse_state(&body)));
             }
             let mut room = self.room()?;
             let now = now_ms();
@@ -438,14 +423,10 @@ impl NotificationRoom {
                     shard: k,
                     attachment: placing.attachment.to_json(),
                 };
-                let answer = match rooms::call(&self.env, &call, None) {
-                    Ok(f) => f
-                        .await
-                        .ok()
-                        .and_then(|r| r.dyn_into::<web_sys::Response>().ok()),
-                    Err(_) => None,
-                };
-                let accepted = answer.filter(|r| r.status() == 101);
+                let accepted = rooms::answered(&self.env, &call, None)
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 101);
                 let alarm = self.room()?.end_placing(&placing, accepted.is_some())?;
                 let Some(resp) = accepted else {
                     return connect::refused(&ApiError::Internal);

@@ -66,11 +66,7 @@ impl Relay {
                 room: self.room.clone(),
                 shard: self.shard,
             };
-            let sent = match rooms::call(&self.env, &call, Some(&encode(&items))) {
-                Ok(f) => f.await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = sent {
+            if let Err(e) = rooms::answered(&self.env, &call, Some(&encode(&items))).await {
                 // The coordinator is unreachable: what its sockets sent is lost (unacked
                 // notifications are redelivered; clients resend what they need).
                 log(LogEvent::InternalError
