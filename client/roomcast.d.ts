@@ -467,7 +467,7 @@ export const CloseCode: {
   readonly TOO_BIG: 1009;
 };
 
-/** What `decide` is told about a room (the members tests/shared/reconnect-cases.json uses). */
+/** What `decide` is told about a room (the members tests/fixtures/reconnect-cases.json uses). */
 export type DecisionInput = {
   /** The app passed `getToken`. */
   hasGetToken: boolean;

@@ -10,7 +10,7 @@ import pytest
 
 from roomcast.decide import decide
 
-TABLE = json.loads((Path(__file__).resolve().parents[2] / "tests/shared/reconnect-cases.json").read_text())
+TABLE = json.loads((Path(__file__).resolve().parents[2] / "tests/fixtures/reconnect-cases.json").read_text())
 CASES: list[dict[str, Any]] = TABLE["cases"]
 
 

@@ -1,11 +1,11 @@
-// The JS client's decide() against the table both clients share (tests/shared/reconnect-cases.json):
+// The JS client's decide() against the table both clients share (tests/fixtures/reconnect-cases.json):
 // what the client does after each refusal or close. Pure: no server, no sockets.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { decide } from "../../client/roomcast.js";
 
-const table = JSON.parse(readFileSync(new URL("../shared/reconnect-cases.json", import.meta.url), "utf8"));
+const table = JSON.parse(readFileSync(new URL("../fixtures/reconnect-cases.json", import.meta.url), "utf8"));
 
 test("the table has cases, each with a distinct name", () => {
   assert.ok(table.cases.length >= 20);

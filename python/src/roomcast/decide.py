@@ -1,5 +1,5 @@
 """What the client does after each refusal or close: one pure function, checked against the
-table both clients share (tests/shared/reconnect-cases.json, read by python/tests/test_decisions.py
+table both clients share (tests/fixtures/reconnect-cases.json, read by python/tests/test_decisions.py
 and by the JavaScript suite).
 
 ``decide`` takes and returns the table's shapes as they are (its camelCase keys included), so
