@@ -261,11 +261,6 @@ impl<S> Connections<S> {
         Some(&mut self.list[i].filter)
     }
 
-    /// Connections whose filter lets a notification of type `kind` through.
-    pub fn matching<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Connection<S>> {
-        self.select(move |c| c.filter.matches(kind))
-    }
-
     /// The earliest time a connection must close for its token.
     pub fn next_close(&self) -> Option<i64> {
         self.closing.first().map(|(t, _)| *t)
@@ -325,12 +320,16 @@ mod tests {
         let mut cs = Connections::default();
         cs.add(conn("all", "u", 0, ""));
         cs.add(conn("notes", "u", 0, "note.*"));
-        let ids = |kind| cs.matching(kind).map(|c| c.id.clone()).collect::<Vec<_>>();
+        let ids = |kind: &str| {
+            cs.select(|c| c.filter.matches(kind))
+                .map(|c| c.id.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids("note.created"), ["all", "notes"]);
         assert_eq!(ids("task.done"), ["all"]);
         let task = crate::protocol::TypePattern::parse("task.done").unwrap();
         cs.filter_mut("notes").unwrap().add(vec![task]);
-        assert_eq!(cs.matching("task.done").count(), 2);
+        assert_eq!(cs.select(|c| c.filter.matches("task.done")).count(), 2);
     }
 
     #[test]

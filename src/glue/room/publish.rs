@@ -6,6 +6,7 @@ use crate::alarm::AlarmAt;
 use crate::answer::{self, Answer, Published};
 use crate::codes::LogEvent;
 use crate::glue::env::{log, now_ms};
+use crate::glue::socket::Frame;
 use crate::glue::storage::NewEntry;
 use crate::notification::{render_ephemeral, render_frame, render_payload, Envelope};
 use crate::outbox::Pace;
@@ -50,21 +51,28 @@ impl Room {
         }
         let seq = self.log.last_seq + 1;
         let payload = render_payload(&envelope.id, seq, members);
-        let count = self.sockets.conns.matching(&envelope.kind).count() as u32;
-        let entry = NewEntry {
-            seq,
-            envelope,
-            payload: &payload,
-            now,
-            broadcast_count: count,
-        };
-        if !self.log.append(&entry)? {
+        let frame = Frame::first_delivery(render_frame(&payload, 1), seq);
+        // One pass over the connections: their count goes into the row, which is appended
+        // before anything is sent.
+        let journal = &mut self.log;
+        let sent = self.sockets.fan_out_if(
+            vec![frame],
+            Pace::Paced,
+            |c| c.filter.matches(&envelope.kind),
+            |count| {
+                journal.append(&NewEntry {
+                    seq,
+                    envelope,
+                    payload: &payload,
+                    now,
+                    broadcast_count: count,
+                })
+            },
+        )?;
+        let Some(count) = sent else {
             let taken = Published::IdTaken(envelope.id.clone());
             return Ok((answer::published(taken), AlarmAt::NONE));
-        }
-        let frame = render_frame(&payload, 1);
-        self.sockets
-            .deliver_first(frame, seq, |c| c.filter.matches(&envelope.kind));
+        };
         self.log.prune(now)?;
         log(envelope
             .log(LogEvent::Publish.line().str("room", &self.log.id))

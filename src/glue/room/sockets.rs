@@ -326,11 +326,7 @@ impl Sockets {
         let Some(c) = self.conns.get(id) else {
             return false;
         };
-        let target = Target {
-            id,
-            socket: &c.socket,
-            batch: c.batch,
-        };
+        let target = target(c);
         let frames = frames.into_iter().map(Frame::from).collect();
         let fan = self
             .outbox
@@ -354,22 +350,33 @@ impl Sockets {
 
     /// Sends frames (in order) to the connections `to` selects.
     pub fn fan_out(&mut self, frames: Vec<Frame>, pace: Pace, to: impl Fn(&Conn) -> bool) -> u32 {
+        self.fan_out_if(frames, pace, to, |_| Ok(true))
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// [`Sockets::fan_out`] with one pass over the connections: `first` is told how many it
+    /// selected and may stop it (`false`: nothing is sent, `None` returned); a publish records
+    /// that count with its row before anything goes out.
+    pub fn fan_out_if(
+        &mut self,
+        frames: Vec<Frame>,
+        pace: Pace,
+        to: impl Fn(&Conn) -> bool,
+        first: impl FnOnce(u32) -> Result<bool>,
+    ) -> Result<Option<u32>> {
         let (count, fan) = {
-            let targets: Vec<Target<'_, Peer>> = self
-                .conns
-                .select(to)
-                .map(|c| Target {
-                    id: &c.id,
-                    socket: &c.socket,
-                    batch: c.batch,
-                })
-                .collect();
+            let targets: Vec<Target<'_, Peer>> = self.conns.select(to).map(target).collect();
             let count = targets.len() as u32;
+            if !first(count)? {
+                return Ok(None);
+            }
             let fan = self.outbox.borrow_mut().fan_out_many(targets, frames, pace);
             (count, fan)
         };
         self.after_fan_out(fan);
-        count
+        Ok(Some(count))
     }
 
     /// Forgets the sockets a fan-out found closed, starts draining the outbox if it queued,
@@ -471,6 +478,15 @@ impl Sockets {
         }
         counts[0] = self.conns.len() - counts[1..].iter().sum::<usize>();
         counts
+    }
+}
+
+/// A connection as a fan-out's target.
+fn target(c: &Conn) -> Target<'_, Peer> {
+    Target {
+        id: &c.id,
+        socket: &c.socket,
+        batch: c.batch,
     }
 }
 
