@@ -76,10 +76,10 @@ type Built<S> = (Vec<Rc<<S as Sink>::Frame>>, <S as Sink>::Frame);
 
 /// Frames waiting to go out, per socket; sockets drained in the order they started waiting.
 pub struct Outbox<S: Sink> {
-    queues: HashMap<String, Queue<S>>,
+    queues: HashMap<Rc<str>, Queue<S>>,
     /// Ids of sockets with frames queued, each once, oldest first (an id whose queue was
     /// flushed or forgotten since is skipped).
-    order: VecDeque<String>,
+    order: VecDeque<Rc<str>>,
     draining: bool,
 }
 
@@ -156,15 +156,17 @@ impl<S: Sink> Outbox<S> {
                 (Pace::Paced, _, Some(q)) => q.frames.extend(frames.iter().cloned()),
                 // A large fan-out: queued for the drain.
                 (_, true, None) => {
+                    // One copy of the id, shared by the map and the order.
+                    let id: Rc<str> = Rc::from(t.id);
                     self.queues.insert(
-                        t.id.to_owned(),
+                        Rc::clone(&id),
                         Queue {
                             socket: t.socket.clone(),
                             batch: t.batch,
                             frames: frames.clone(),
                         },
                     );
-                    self.order.push_back(t.id.to_owned());
+                    self.order.push_back(id);
                 }
             }
         }
