@@ -257,10 +257,14 @@ impl RoomLog {
     }
 
     pub fn set_room_id(&self, id: &str) -> Result<()> {
+        self.set_meta("room_id", t(id))
+    }
+
+    fn set_meta(&self, key: &str, value: JsValue) -> Result<()> {
         self.exec(
-            "INSERT INTO meta (key, value) VALUES ('room_id', ?)
+            "INSERT INTO meta (key, value) VALUES (?, ?)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            &[t(id)],
+            &[t(key), value],
         )?;
         Ok(())
     }
@@ -271,12 +275,7 @@ impl RoomLog {
     }
 
     pub fn set_shard_count(&self, count: u32) -> Result<()> {
-        self.exec(
-            "INSERT INTO meta (key, value) VALUES ('shards', ?)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            &[n(count)],
-        )?;
-        Ok(())
+        self.set_meta("shards", n(count))
     }
 
     /// The highest seq ever assigned (0 for a new room): the largest row, or the floor kept
