@@ -50,20 +50,8 @@ from ._types import (
     Subscribed,
     Synced,
 )
-from .room import (
-    ROOM_ID,
-    TYPE,
-    Hooks,
-    Options,
-    RoomConnection,
-    Seen,
-    TokenProvider,
-    backoff_delay,
-    is_pattern,
-    matches_type,
-    parse_event_rates,
-    ws_base,
-)
+from ._protocol import ROOM_ID, TYPE, backoff_delay, is_pattern, matches_type, parse_event_rates, ws_base
+from .room import Hooks, Options, RoomConnection, Seen, TokenProvider
 
 __all__ = ["RealtimeClient", "backoff_delay", "matches_type", "TokenProvider"]
 
